@@ -1,0 +1,53 @@
+// Checkpoints: model parameters, optimizer state, RNG state, epoch and config in one file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/metrics.h"
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace dtrain {
+
+/// What a checkpoint records besides tensors.
+struct CheckpointMeta {
+  int64_t epoch = 0;            ///< epochs completed when it was written
+  nlohmann::json config;        ///< RunConfig::to_json() of the run that wrote it
+  nlohmann::json model;         ///< RunConfig::model_json(): compared on load
+  std::string optimizer;        ///< "sgd", "adam" or "" for a weights-only file
+  std::vector<EpochMetrics> history;
+  nlohmann::json extra = nlohmann::json::object();  ///< final metrics of exported models, ...
+};
+
+/// File name of the checkpoint after `epoch` inside a checkpoints folder.
+std::string checkpoint_file_name(int64_t epoch);
+
+/// `path` itself if it is a file; the newest checkpoint (highest epoch) if it is a folder.
+/// Throws CheckpointError if there is none.
+std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
+
+/// Writes atomically. `optimizer` may be null (weights only). Saves the CPU RNG state too.
+void save_checkpoint(const std::filesystem::path& path, const torch::nn::Module& module,
+                     const torch::optim::Optimizer* optimizer, const CheckpointMeta& meta);
+
+/// Reads only the metadata (to build the right model before loading weights).
+CheckpointMeta read_checkpoint_meta(const std::filesystem::path& path);
+
+/// Loads into `module` (and `optimizer` if not null; then the file must hold optimizer state
+/// of the same kind). Every parameter must be present with the same shape; any mismatch,
+/// corruption or truncation throws CheckpointError naming the file and what differs.
+/// If `restore_rng`, also restores the CPU RNG state.
+CheckpointMeta load_checkpoint(const std::filesystem::path& path, torch::nn::Module& module,
+                               torch::optim::Optimizer* optimizer, bool restore_rng);
+
+}  // namespace dtrain

@@ -1,0 +1,13 @@
+// Umbrella header of dtrain_core.
+#pragma once
+
+#include "core/checkpoint.h"
+#include "core/data_source.h"
+#include "core/errors.h"
+#include "core/file_util.h"
+#include "core/gradient_sync.h"
+#include "core/logging.h"
+#include "core/metrics.h"
+#include "core/model.h"
+#include "core/run_config.h"
+#include "core/trainer.h"

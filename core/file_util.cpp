@@ -1,0 +1,92 @@
+#include "core/file_util.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+
+#include "core/errors.h"
+
+namespace dtrain {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+void write_all(int fd, std::string_view bytes, const fs::path& path) {
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw IoError(path.string() + ": write failed: " + errno_text());
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const fs::path& path, std::string_view bytes) {
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw IoError(dir.string() + ": cannot create folder: " + ec.message());
+
+  fs::path tmp = path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw IoError(tmp.string() + ": cannot create: " + errno_text());
+  try {
+    write_all(fd, bytes, tmp);
+    if (::fsync(fd) != 0) throw IoError(tmp.string() + ": fsync failed: " + errno_text());
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw IoError(tmp.string() + ": close failed: " + errno_text());
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string why = errno_text();
+    ::unlink(tmp.c_str());
+    throw IoError("cannot rename " + tmp.string() + " to " + path.string() + ": " + why);
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);  // best effort: some file systems refuse fsync on folders
+    ::close(dfd);
+  }
+}
+
+std::string read_file(const fs::path& path, std::uint64_t max_bytes) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    throw DataError(path.string() + ": no such file");
+  }
+  const std::uint64_t size = fs::file_size(path, ec);
+  if (ec) throw IoError(path.string() + ": cannot stat: " + ec.message());
+  if (size > max_bytes) {
+    throw DataError(path.string() + ": file is " + std::to_string(size) +
+                    " bytes, more than the limit of " + std::to_string(max_bytes));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(path.string() + ": cannot open for reading");
+  std::string bytes(size, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(size));
+  if (static_cast<std::uint64_t>(in.gcount()) != size) {
+    throw IoError(path.string() + ": short read (" + std::to_string(in.gcount()) + " of " +
+                  std::to_string(size) + " bytes)");
+  }
+  return bytes;
+}
+
+}  // namespace dtrain

@@ -1,0 +1,21 @@
+// File helpers: atomic writes and bounded reads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace dtrain {
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,
+/// then fsync of the folder. Readers see either the old file or the complete new one.
+/// Creates missing parent folders. Throws IoError naming the path on failure.
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
+
+/// Reads a whole file. Throws DataError if it is missing or larger than `max_bytes`,
+/// IoError if reading fails.
+std::string read_file(const std::filesystem::path& path,
+                      std::uint64_t max_bytes = std::uint64_t{1} << 32);
+
+}  // namespace dtrain

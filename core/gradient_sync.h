@@ -1,0 +1,48 @@
+// GradientSync: the one seam between the Trainer and distribution strategies.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace dtrain {
+
+/// A parameter or gradient with its module-qualified name ("fc1.weight").
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+/// How gradients (and shared state) are kept consistent across processes. core declares it;
+/// distributed/ implements it (allreduce, parameter server). The default does nothing: a
+/// single process.
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+
+  virtual std::string name() const { return "none"; }
+  virtual int rank() const { return 0; }
+  virtual int world_size() const { return 1; }
+  /// True on the process that writes outputs/ and prints progress.
+  virtual bool is_writer() const { return rank() == 0; }
+
+  /// Called once before training (and after a resume): make every process start from the
+  /// same parameters and optimizer state.
+  virtual void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) {}
+
+  /// Called after backward on every process. Replaces each gradient with the global average.
+  /// Returns false if the step must be skipped on every process (e.g. non-finite gradients).
+  virtual bool synchronize(const NamedTensors& grads) { return true; }
+
+  /// Sums each value across processes (used for metrics). The default returns `values`.
+  virtual std::vector<double> sum(std::vector<double> values) { return values; }
+
+  /// Extra fields for run.json (world size, algorithm, ...).
+  virtual nlohmann::json describe() const { return {{"strategy", name()}, {"world_size", 1}}; }
+};
+
+}  // namespace dtrain

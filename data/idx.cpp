@@ -1,0 +1,269 @@
+#include "data/idx.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include "core/errors.h"
+#include "core/file_util.h"
+
+namespace dtrain::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kMaxDims = 16;
+// No single IDX dimension or payload may exceed this; MNIST's largest file is 47 MB.
+constexpr uint64_t kMaxPayloadBytes = uint64_t{1} << 36;
+constexpr uint64_t kMaxFileBytes = uint64_t{1} << 36;
+
+uint32_t read_be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+torch::Dtype dtype_of(IdxType t) {
+  switch (t) {
+    case IdxType::kUInt8: return torch::kUInt8;
+    case IdxType::kInt8: return torch::kInt8;
+    case IdxType::kInt16: return torch::kInt16;
+    case IdxType::kInt32: return torch::kInt32;
+    case IdxType::kFloat32: return torch::kFloat32;
+    case IdxType::kFloat64: return torch::kFloat64;
+  }
+  throw DataError("unknown IDX type");
+}
+
+IdxType idx_type_of(torch::Dtype d) {
+  switch (d) {
+    case torch::kUInt8: return IdxType::kUInt8;
+    case torch::kInt8: return IdxType::kInt8;
+    case torch::kInt16: return IdxType::kInt16;
+    case torch::kInt32: return IdxType::kInt32;
+    case torch::kFloat32: return IdxType::kFloat32;
+    case torch::kFloat64: return IdxType::kFloat64;
+    default:
+      throw DataError(std::string("IDX cannot store dtype ") + c10::toString(d));
+  }
+}
+
+// Big-endian on disk, host order in memory (x86 and ARM are little-endian).
+void swap_to_host(void* data, size_t count, size_t elem) {
+  auto* p = static_cast<unsigned char*>(data);
+  if (elem == 1) return;
+  for (size_t i = 0; i < count; ++i, p += elem) std::reverse(p, p + elem);
+}
+
+std::string header_text(const IdxHeader& h) {
+  std::string s;
+  for (size_t i = 0; i < h.dims.size(); ++i) s += (i ? "x" : "") + std::to_string(h.dims[i]);
+  return s;
+}
+
+torch::Tensor tensor_from_payload(const IdxHeader& h, const char* payload) {
+  auto t = torch::empty(h.dims, torch::TensorOptions().dtype(dtype_of(h.type)));
+  std::memcpy(t.data_ptr(), payload, h.payload_bytes());
+  swap_to_host(t.data_ptr(), static_cast<size_t>(t.numel()), idx_element_size(h.type));
+  return t;
+}
+
+void check_size(const IdxHeader& h, uint64_t header_bytes, uint64_t actual_total,
+                const std::string& name) {
+  const uint64_t expected = header_bytes + h.payload_bytes();
+  if (actual_total != expected) {
+    throw DataError(name + ": header says " + header_text(h) + " elements of " +
+                    std::to_string(idx_element_size(h.type)) + " byte(s) (" +
+                    std::to_string(expected) + " bytes with the header) but the file has " +
+                    std::to_string(actual_total) +
+                    (actual_total < expected ? " (truncated)" : " (trailing bytes)"));
+  }
+}
+
+// Decompresses a gzip file in chunks. The buffer grows with the data actually inflated, never
+// by what the header claims, and stops once it passes `limit` bytes.
+std::string gunzip_file(const fs::path& path, uint64_t limit) {
+  gzFile gz = gzopen(path.c_str(), "rb");
+  if (gz == nullptr) throw DataError(path.string() + ": cannot open gzip file");
+  std::string out;
+  constexpr size_t kChunk = size_t{1} << 20;
+  while (true) {
+    const size_t old = out.size();
+    out.resize(old + kChunk);
+    int n = gzread(gz, out.data() + old, static_cast<unsigned>(kChunk));
+    if (n < 0) {
+      int err = 0;
+      std::string msg = gzerror(gz, &err);
+      gzclose(gz);
+      throw DataError(path.string() + ": corrupt gzip data: " + msg);
+    }
+    out.resize(old + static_cast<size_t>(n));
+    if (n == 0) break;
+    if (out.size() > limit) break;  // caller reports the trailing bytes
+  }
+  // gzread returns 0 both at the end and on a truncated stream: gzclose_r tells them apart.
+  int rc = gzclose(gz);
+  if (rc != Z_OK && rc != Z_BUF_ERROR) {
+    throw DataError(path.string() + ": corrupt gzip stream (zlib error " + std::to_string(rc) + ")");
+  }
+  if (rc == Z_BUF_ERROR) {
+    throw DataError(path.string() + ": gzip stream is truncated");
+  }
+  return out;
+}
+
+bool is_gzip(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char magic[2] = {0, 0};
+  in.read(reinterpret_cast<char*>(magic), 2);
+  return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+}
+
+}  // namespace
+
+size_t idx_element_size(IdxType type) {
+  switch (type) {
+    case IdxType::kUInt8:
+    case IdxType::kInt8: return 1;
+    case IdxType::kInt16: return 2;
+    case IdxType::kInt32:
+    case IdxType::kFloat32: return 4;
+    case IdxType::kFloat64: return 8;
+  }
+  throw DataError("unknown IDX type code " + std::to_string(static_cast<int>(type)));
+}
+
+uint64_t IdxHeader::payload_bytes() const {
+  uint64_t n = idx_element_size(type);
+  for (int64_t d : dims) n *= static_cast<uint64_t>(d);  // bounded by parse_idx_header
+  return n;
+}
+
+IdxHeader parse_idx_header(std::string_view bytes, const std::string& name) {
+  if (bytes.size() < 4) {
+    throw DataError(name + ": file is " + std::to_string(bytes.size()) +
+                    " bytes, too short for an IDX header (at least 4)");
+  }
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (p[0] != 0 || p[1] != 0) {
+    char found[16];
+    std::snprintf(found, sizeof(found), "%02x %02x %02x %02x", p[0], p[1], p[2], p[3]);
+    throw DataError(name + ": bad IDX magic " + found +
+                    " (expected 00 00 <type> <dims>; is the file gzip-compressed or not IDX?)");
+  }
+  IdxHeader h;
+  switch (p[2]) {
+    case 0x08: case 0x09: case 0x0B: case 0x0C: case 0x0D: case 0x0E:
+      h.type = static_cast<IdxType>(p[2]);
+      break;
+    default: {
+      char found[8];
+      std::snprintf(found, sizeof(found), "0x%02x", p[2]);
+      throw DataError(name + ": unknown IDX type code " + found +
+                      " (expected 0x08, 0x09, 0x0B, 0x0C, 0x0D or 0x0E)");
+    }
+  }
+  const int ndims = p[3];
+  if (ndims < 1 || ndims > kMaxDims) {
+    throw DataError(name + ": IDX header has " + std::to_string(ndims) +
+                    " dimensions (expected 1 to " + std::to_string(kMaxDims) + ")");
+  }
+  const size_t header_bytes = 4 + 4 * static_cast<size_t>(ndims);
+  if (bytes.size() < header_bytes) {
+    throw DataError(name + ": truncated IDX header: " + std::to_string(ndims) +
+                    " dimensions need " + std::to_string(header_bytes) + " bytes, the file has " +
+                    std::to_string(bytes.size()));
+  }
+  uint64_t total = idx_element_size(h.type);
+  for (int i = 0; i < ndims; ++i) {
+    const uint32_t d = read_be32(p + 4 + 4 * i);
+    if (d == 0) {
+      throw DataError(name + ": IDX dimension " + std::to_string(i) + " is 0 (expected >= 1)");
+    }
+    if (d > kMaxPayloadBytes || total * d > kMaxPayloadBytes) {
+      throw DataError(name + ": IDX dimensions are absurd: dimension " + std::to_string(i) +
+                      " is " + std::to_string(d) + ", making more than " +
+                      std::to_string(kMaxPayloadBytes) + " bytes");
+    }
+    total *= d;
+    h.dims.push_back(d);
+  }
+  return h;
+}
+
+torch::Tensor parse_idx(std::string_view bytes, const std::string& name) {
+  IdxHeader h = parse_idx_header(bytes, name);
+  const uint64_t header_bytes = 4 + 4 * h.dims.size();
+  check_size(h, header_bytes, bytes.size(), name);
+  return tensor_from_payload(h, bytes.data() + header_bytes);
+}
+
+torch::Tensor read_idx(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) throw DataError(path.string() + ": no such file");
+  if (!is_gzip(path)) {
+    // Check the header against the file size before reading the payload.
+    std::ifstream in(path, std::ios::binary);
+    std::string head(4 + 4 * kMaxDims, '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(in.gcount()));
+    IdxHeader h = parse_idx_header(head, path.string());
+    check_size(h, 4 + 4 * h.dims.size(), fs::file_size(path), path.string());
+    return parse_idx(read_file(path, kMaxFileBytes), path.string());
+  }
+  // gzip: inflate at most header + payload + 1 bytes so trailing data is detected without
+  // inflating an unbounded stream.
+  const std::string name = path.string() + " (gzip)";
+  std::string first;
+  {
+    gzFile gz = gzopen(path.c_str(), "rb");
+    if (gz == nullptr) throw DataError(path.string() + ": cannot open gzip file");
+    first.resize(4 + 4 * kMaxDims);
+    int n = gzread(gz, first.data(), static_cast<unsigned>(first.size()));
+    gzclose(gz);
+    if (n < 0) throw DataError(path.string() + ": corrupt gzip data");
+    first.resize(static_cast<size_t>(n));
+  }
+  IdxHeader h = parse_idx_header(first, name);
+  const uint64_t header_bytes = 4 + 4 * h.dims.size();
+  std::string bytes = gunzip_file(path, header_bytes + h.payload_bytes());
+  return parse_idx(bytes, name);
+}
+
+std::string encode_idx(const torch::Tensor& tensor) {
+  auto t = tensor.contiguous().cpu();
+  const IdxType type = idx_type_of(t.scalar_type());
+  if (t.dim() < 1 || t.dim() > kMaxDims) throw DataError("IDX needs 1 to 16 dimensions");
+  std::string out;
+  out.push_back(0);
+  out.push_back(0);
+  out.push_back(static_cast<char>(type));
+  out.push_back(static_cast<char>(t.dim()));
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    const auto d = static_cast<uint32_t>(t.size(i));
+    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>((d >> s) & 0xff));
+  }
+  const size_t elem = idx_element_size(type);
+  const size_t start = out.size();
+  out.append(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel()) * elem);
+  swap_to_host(out.data() + start, static_cast<size_t>(t.numel()), elem);
+  return out;
+}
+
+std::string gzip_compress(std::string_view bytes) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    throw IoError("deflateInit2 failed");
+  std::string out(deflateBound(&zs, bytes.size()) + 32, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  zs.avail_in = static_cast<uInt>(bytes.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  int rc = deflate(&zs, Z_FINISH);
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END) throw IoError("gzip compression failed");
+  out.resize(zs.total_out);
+  return out;
+}
+
+}  // namespace dtrain::data

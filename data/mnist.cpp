@@ -1,0 +1,107 @@
+#include "data/mnist.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/errors.h"
+#include "data/idx.h"
+
+namespace dtrain::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kNumClasses = 10;
+constexpr int kMaxSearchDepth = 8;
+
+fs::path find_one(const fs::path& dir, const std::string& base) {
+  std::vector<std::pair<int, fs::path>> found;  // (depth * 2 + is_gz, path)
+  std::error_code ec;
+  auto it = fs::recursive_directory_iterator(
+      dir, fs::directory_options::skip_permission_denied, ec);
+  if (ec) throw DataError(dir.string() + ": cannot read data folder: " + ec.message());
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it.depth() > kMaxSearchDepth) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    const std::string name = it->path().filename().string();
+    if (!it->is_regular_file(ec)) continue;
+    if (name == base) found.emplace_back(it.depth() * 2, it->path());
+    if (name == base + ".gz") found.emplace_back(it.depth() * 2 + 1, it->path());
+  }
+  if (found.empty()) {
+    throw DataError(dir.string() + ": no " + base + " or " + base +
+                    ".gz in this folder or below it (get MNIST with: dtrain data fetch mnist "
+                    "--into " + dir.string() + ")");
+  }
+  std::sort(found.begin(), found.end());
+  return found.front().second;
+}
+
+}  // namespace
+
+MnistFiles find_mnist_files(const fs::path& dir, Split split) {
+  std::error_code ec;
+  if (dir.empty()) throw DataError("no data folder given (--data-dir)");
+  if (!fs::is_directory(dir, ec)) {
+    throw DataError(dir.string() + ": data folder does not exist or is not a folder");
+  }
+  const std::string prefix = split == Split::kTrain ? "train" : "t10k";
+  return {find_one(dir, prefix + "-images-idx3-ubyte"),
+          find_one(dir, prefix + "-labels-idx1-ubyte")};
+}
+
+MnistDataset::MnistDataset(const fs::path& dir, Split split) {
+  const MnistFiles files = find_mnist_files(dir, split);
+  images_ = read_idx(files.images);
+  labels_ = read_idx(files.labels);
+  check(files.images.string(), files.labels.string());
+}
+
+MnistDataset::MnistDataset(torch::Tensor images, torch::Tensor labels, const std::string& name)
+    : images_(std::move(images)), labels_(std::move(labels)) {
+  check(name + " images", name + " labels");
+}
+
+void MnistDataset::check(const std::string& images_name, const std::string& labels_name) {
+  if (images_.scalar_type() != torch::kUInt8 || images_.dim() < 2) {
+    throw DataError(images_name + ": expected unsigned-byte images with at least 2 dimensions "
+                    "(N x rows x cols), got " + std::string(c10::toString(images_.scalar_type())) +
+                    " with " + std::to_string(images_.dim()) + " dimension(s)");
+  }
+  if (labels_.dim() != 1 || (labels_.scalar_type() != torch::kUInt8 &&
+                             labels_.scalar_type() != torch::kLong)) {
+    throw DataError(labels_name + ": expected a 1-dimensional unsigned-byte label file, got " +
+                    std::to_string(labels_.dim()) + " dimension(s) of " +
+                    c10::toString(labels_.scalar_type()));
+  }
+  if (images_.size(0) != labels_.size(0)) {
+    throw DataError(images_name + " has " + std::to_string(images_.size(0)) + " images but " +
+                    labels_name + " has " + std::to_string(labels_.size(0)) + " labels");
+  }
+  images_ = images_.reshape({images_.size(0), -1}).contiguous();
+  labels_ = labels_.to(torch::kLong).contiguous();
+  if (labels_.numel() > 0) {
+    const int64_t lo = labels_.min().item<int64_t>();
+    const int64_t hi = labels_.max().item<int64_t>();
+    if (lo < 0 || hi >= kNumClasses) {
+      throw DataError(labels_name + ": labels must be 0-9, found values from " +
+                      std::to_string(lo) + " to " + std::to_string(hi));
+    }
+  }
+}
+
+Batch MnistDataset::get(const torch::Tensor& indices, const torch::Device& device) const {
+  // Gather the uint8 rows first (4x less memory traffic), move, then scale to [0, 1].
+  auto x = images_.index_select(0, indices);
+  auto y = labels_.index_select(0, indices);
+  if (!device.is_cpu()) {
+    x = x.to(device, /*non_blocking=*/true);
+    y = y.to(device, /*non_blocking=*/true);
+  }
+  return {x.to(torch::kFloat32).mul_(1.0f / 255.0f), y};
+}
+
+}  // namespace dtrain::data

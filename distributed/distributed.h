@@ -1,0 +1,4 @@
+// Umbrella header of dtrain_distributed.
+#pragma once
+
+#include "distributed/strategy.h"

@@ -1,0 +1,41 @@
+// The multi-layer perceptron: input -> (Linear -> activation) x hidden -> Linear -> logits.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+namespace dtrain::models {
+
+struct MlpOptions {
+  MlpOptions(int64_t in_features, std::vector<int64_t> hidden, int64_t classes)
+      : in_features_(in_features), hidden_(std::move(hidden)), classes_(classes) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(std::vector<int64_t>, hidden);
+  TORCH_ARG(int64_t, classes);
+  /// "relu", "tanh" or "sigmoid".
+  TORCH_ARG(std::string, activation) = "relu";
+};
+
+/// Submodules are registered in the order they are applied (fc1, act1, fc2, act2, ..., fcN), so
+/// anything that walks named_children() (the ONNX exporter) sees the forward graph.
+class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
+ public:
+  explicit MlpImpl(MlpOptions options);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x);
+  void pretty_print(std::ostream& stream) const override;
+
+  MlpOptions options;
+
+ private:
+  std::vector<torch::nn::Linear> linears_;
+  std::vector<std::shared_ptr<torch::nn::Module>> activations_;
+};
+TORCH_MODULE(Mlp);
+
+}  // namespace dtrain::models

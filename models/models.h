@@ -1,0 +1,6 @@
+// Umbrella header of dtrain_models.
+#pragma once
+
+#include "models/mlp.h"
+#include "models/model_io.h"
+#include "models/registry.h"

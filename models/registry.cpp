@@ -1,0 +1,64 @@
+#include "models/registry.h"
+
+#include <map>
+#include <mutex>
+
+#include "core/errors.h"
+#include "models/mlp.h"
+
+namespace dtrain::models {
+
+namespace {
+
+Model make_mlp(const RunConfig& config, const DataShape& shape) {
+  Mlp mlp(MlpOptions(shape.features, config.hidden_sizes, shape.classes)
+              .activation(config.activation));
+  Model m;
+  m.module = mlp.ptr();
+  m.forward = [mlp](const torch::Tensor& x) mutable { return mlp->forward(x); };
+  m.spec = config.model_json();
+  m.spec["in_features"] = shape.features;
+  m.spec["classes"] = shape.classes;
+  return m;
+}
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, ModelFactory> factories = {{"mlp", make_mlp}};
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+}  // namespace
+
+void register_model(const std::string& name, ModelFactory factory) {
+  std::lock_guard<std::mutex> lock(registry().mutex);
+  registry().factories[name] = std::move(factory);
+}
+
+std::vector<std::string> model_names() {
+  std::lock_guard<std::mutex> lock(registry().mutex);
+  std::vector<std::string> names;
+  for (const auto& kv : registry().factories) names.push_back(kv.first);
+  return names;
+}
+
+Model build_model(const RunConfig& config, const DataShape& shape) {
+  ModelFactory factory;
+  {
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    auto it = registry().factories.find(config.model);
+    if (it != registry().factories.end()) factory = it->second;
+  }
+  if (!factory) {
+    std::string known;
+    for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+    throw ConfigError("--model: unknown model '" + config.model + "' (known: " + known + ")");
+  }
+  return factory(config, shape);
+}
+
+}  // namespace dtrain::models

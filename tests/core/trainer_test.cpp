@@ -1,0 +1,119 @@
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+#include <torch/utils.h>
+
+#include "core/checkpoint.h"
+#include "core/errors.h"
+#include "core/trainer.h"
+#include "data/mnist.h"
+#include "data/sampler.h"
+#include "models/registry.h"
+#include "test_util.h"
+
+namespace dtrain {
+namespace {
+
+using testing::TempDir;
+
+// A small learnable problem: class = which quarter of the image is brightest.
+data::MnistDataset synthetic(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto labels = torch::randint(0, 4, {n}, torch::kLong);
+  auto images = torch::randint(0, 60, {n, 8, 8}, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t q = labels[i].item<int64_t>();
+    images[i].slice(0, (q / 2) * 4, (q / 2) * 4 + 4).slice(1, (q % 2) * 4, (q % 2) * 4 + 4) += 150;
+  }
+  return data::MnistDataset(images.to(torch::kUInt8), labels.to(torch::kUInt8), "synthetic");
+}
+
+RunConfig small_config(const std::filesystem::path& out, const std::string& optimizer) {
+  RunConfig c;
+  c.output_dir = out.string();
+  c.hidden_sizes = {16, 8};
+  c.batch_size = 10;
+  c.learning_rate = optimizer == "adam" ? 0.01 : 0.05;
+  c.optimizer = optimizer;
+  c.epochs = 3;
+  c.checkpoint_every = 1;
+  c.seed = 11;
+  return c;
+}
+
+std::vector<EpochMetrics> run(RunConfig config, const std::string& resume_from = "") {
+  auto train = synthetic(203, 1), test = synthetic(50, 2);
+  torch::manual_seed(config.seed);
+  Model model = models::build_model(config, {64, 10});
+  Trainer trainer(config, model, torch::kCPU);
+  if (!resume_from.empty()) trainer.resume(resume_from);
+  data::ShuffleSampler sampler({train.size(), config.batch_size, config.seed, 0, 1, true});
+  data::ShardSampler test_sampler(test.size(), 16);
+  return trainer.fit(train, sampler, test, test_sampler);
+}
+
+torch::Tensor flat_weights(const std::filesystem::path& checkpoint) {
+  RunConfig c;
+  c.hidden_sizes = {16, 8};
+  Model m = models::build_model(c, {64, 10});
+  load_checkpoint(checkpoint, *m.module, nullptr, false);
+  std::vector<torch::Tensor> parts;
+  for (auto& p : m.module->parameters()) parts.push_back(p.detach().flatten());
+  return torch::cat(parts);
+}
+
+class ResumeEquivalence : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ResumeEquivalence, InterruptedRunEndsWithIdenticalWeights) {
+  TempDir full_dir, part_dir;
+  auto full = run(small_config(full_dir.path(), GetParam()));
+  ASSERT_EQ(full.size(), 3u);
+  EXPECT_GT(full.back().validation_acc, 0.9) << "the synthetic task should be learnt";
+
+  RunConfig first = small_config(part_dir.path(), GetParam());
+  first.epochs = 1;  // "interrupted" after epoch 1
+  run(first);
+  auto resumed = run(small_config(part_dir.path(), GetParam()),
+                     (part_dir / "checkpoints").string());
+  ASSERT_EQ(resumed.size(), 3u);  // history carried over from the checkpoint
+  const auto last = checkpoint_file_name(3);
+  EXPECT_TRUE(torch::equal(flat_weights(full_dir / "checkpoints" / last),
+                           flat_weights(part_dir / "checkpoints" / last)))
+      << "resumed run must end with exactly the same weights";
+  EXPECT_EQ(full.back().train_loss, resumed.back().train_loss);
+}
+
+INSTANTIATE_TEST_SUITE_P(Optimizers, ResumeEquivalence, ::testing::Values("sgd", "adam"));
+
+TEST(Trainer, ResumeRejectsOtherArchitectureAndOptimizer) {
+  TempDir dir;
+  RunConfig c = small_config(dir.path(), "sgd");
+  c.epochs = 1;
+  run(c);
+  RunConfig wider = small_config(dir.path(), "sgd");
+  wider.hidden_sizes = {32, 8};
+  EXPECT_THROW(run(wider, (dir / "checkpoints").string()), CheckpointError);
+  EXPECT_THROW(run(small_config(dir.path(), "adam"), (dir / "checkpoints").string()),
+               CheckpointError);
+}
+
+TEST(Trainer, SyncThatSkipsStepsLeavesWeightsAlone) {
+  struct SkipAll : GradientSync {
+    bool synchronize(const NamedTensors&) override { return false; }
+  } skip;
+  TempDir dir;
+  RunConfig c = small_config(dir.path(), "sgd");
+  c.epochs = 1;
+  c.checkpoint_every = 0;
+  auto train = synthetic(40, 1);
+  torch::manual_seed(1);
+  Model model = models::build_model(c, {64, 10});
+  auto before = model.module->parameters()[0].clone();
+  Trainer trainer(c, model, torch::kCPU, &skip);
+  data::ShuffleSampler sampler({train.size(), 10, 1, 0, 1, true});
+  auto h = trainer.fit(train, sampler, train, data::ShardSampler(40, 10));
+  EXPECT_EQ(h.back().skipped_steps, 4);
+  EXPECT_TRUE(torch::equal(before, model.module->parameters()[0]));
+}
+
+}  // namespace
+}  // namespace dtrain

@@ -1,0 +1,10 @@
+// The dtrain subcommands. Each returns the process exit code and throws dtrain::Error on failure.
+#pragma once
+
+namespace dtrain::cli {
+
+int train_command(int argc, char** argv);
+int eval_command(int argc, char** argv);
+int data_command(int argc, char** argv);
+
+}  // namespace dtrain::cli

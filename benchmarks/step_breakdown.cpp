@@ -1,0 +1,69 @@
+// Where one training step's time goes: batch gather, forward, loss, backward, optimizer step,
+// for the default MLP at batch 50 on MNIST-shaped random data. Prints microseconds per phase.
+//   step_breakdown [--threads N] [--steps S]
+#include <ATen/Parallel.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/module.h>
+#include <torch/optim/sgd.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "core/run_config.h"
+#include "data/mnist.h"
+#include "data/sampler.h"
+#include "models/registry.h"
+
+int main(int argc, char** argv) {
+  int threads = 1, steps = 1200;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--steps")) steps = std::stoi(argv[i + 1]);
+  }
+  at::set_num_threads(threads);
+  torch::manual_seed(0);
+  auto images = torch::randint(0, 256, {60000, 784}, torch::kLong).to(torch::kUInt8);
+  auto labels = torch::randint(0, 10, {60000}, torch::kLong).to(torch::kUInt8);
+  dtrain::data::MnistDataset ds(images, labels);
+  dtrain::RunConfig config;
+  dtrain::Model model = dtrain::models::build_model(config);
+  torch::optim::SGD opt(model.module->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  dtrain::data::ShuffleSampler sampler({60000, 50, 1, 0, 1, true});
+  auto batches = sampler.batches(1);
+
+  using Clock = std::chrono::steady_clock;
+  double t_batch = 0, t_fwd = 0, t_bwd = 0, t_step = 0;
+  auto lap = [](Clock::time_point& t) {
+    auto now = Clock::now();
+    double us = std::chrono::duration<double, std::micro>(now - t).count();
+    t = now;
+    return us;
+  };
+  const auto start = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    auto t = Clock::now();
+    auto b = ds.get(batches[s % batches.size()], torch::kCPU);
+    t_batch += lap(t);
+    opt.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(model.forward(b.inputs), b.targets);
+    t_fwd += lap(t);
+    loss.backward();
+    t_bwd += lap(t);
+    opt.step();
+    t_step += lap(t);
+  }
+  const double total = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, threads %d, %d steps\n", threads, steps);
+  std::printf("%-22s %10s %8s\n", "# phase", "us/step", "share");
+  const std::pair<const char*, double> rows[] = {
+      {"batch (gather+scale)", t_batch}, {"zero_grad+forward+loss", t_fwd},
+      {"backward", t_bwd}, {"optimizer step", t_step}};
+  for (const auto& [name, us] : rows) {
+    std::printf("  %-22s %10.1f %7.1f%%\n", name, us / steps, 100 * us / total);
+  }
+  std::printf("  %-22s %10.1f\n", "total", total / steps);
+  return 0;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Training throughput of the default MLP (784-300-100-10, batch 50, SGD momentum 0.9) on MNIST:
+# dtrain against the same loop in PyTorch Python (benchmarks/pytorch_mlp.py), measured in one run,
+# alternating the two so that machine noise hits both. Prints a table and the ratios.
+#   benchmarks/train_throughput.sh [REPEATS]      (needs build/bin/dtrain and build/mnist)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repeats=${1:-3}
+data=build/mnist
+[[ -x build/bin/dtrain && -f $data/train-images-idx3-ubyte ]] || {
+  echo "# build first and fetch MNIST: bash tools/build.sh && build/bin/dtrain data fetch mnist --into build/mnist" >&2
+  exit 2
+}
+/usr/bin/python3 -c 'import torch' 2>/dev/null || bash tools/install-deps.sh --benchmarks >&2
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+dtrain_epoch() {  # threads -> epoch seconds
+  build/bin/dtrain train --data-dir "$data" --epochs 1 --checkpoint-every 0 --threads "$1" \
+    --output-dir "$tmp/out" >/dev/null 2>&1
+  python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["epoch_seconds"])' "$tmp/out/metrics.jsonl"
+}
+python_epoch() {  # threads, extra env -> epoch seconds
+  env $2 /usr/bin/python3 benchmarks/pytorch_mlp.py "$data" --threads "$1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["epochs"][0]["epoch_seconds"])'
+}
+best() { sort -g | head -n1; }
+
+echo "# train_throughput: MLP 784-300-100-10, batch 50, 60000 samples/epoch, best of $repeats"
+printf "# %-40s %8s %12s\n" "configuration" "epoch_s" "samples/s"
+declare -A result
+configs=("dtrain threads=1" "dtrain threads=2" "pytorch threads=1" "pytorch threads=2"
+         "pytorch threads=2 OMP_WAIT_POLICY=PASSIVE")
+for c in "${configs[@]}"; do : > "$tmp/${c// /_}"; done
+for ((i = 0; i < repeats; i++)); do
+  dtrain_epoch 1 >> "$tmp/dtrain_threads=1"
+  python_epoch 1 "" >> "$tmp/pytorch_threads=1"
+  dtrain_epoch 2 >> "$tmp/dtrain_threads=2"
+  python_epoch 2 "" >> "$tmp/pytorch_threads=2"
+  python_epoch 2 "OMP_WAIT_POLICY=PASSIVE" >> "$tmp/pytorch_threads=2_OMP_WAIT_POLICY=PASSIVE"
+done
+for c in "${configs[@]}"; do
+  s=$(best < "$tmp/${c// /_}")
+  result[$c]=$s
+  printf "  %-40s %8.3f %12.0f\n" "$c" "$s" "$(python3 -c "print(60000/$s)")"
+done
+fastest_py=$(printf "%s\n" "${result[pytorch threads=1]}" "${result[pytorch threads=2]}" \
+  "${result[pytorch threads=2 OMP_WAIT_POLICY=PASSIVE]}" | best)
+fastest_dt=$(printf "%s\n" "${result[dtrain threads=1]}" "${result[dtrain threads=2]}" | best)
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+echo "# speedup, same threads=1:          $(ratio "${result[pytorch threads=1]}" "${result[dtrain threads=1]}")"
+echo "# speedup, same threads=2 (defaults): $(ratio "${result[pytorch threads=2]}" "${result[dtrain threads=2]}")"
+echo "# speedup, best dtrain vs best PyTorch configuration: $(ratio "$fastest_py" "$fastest_dt")"

@@ -27,8 +27,18 @@ class GradientSync {
   virtual std::string name() const { return "none"; }
   virtual int rank() const { return 0; }
   virtual int world_size() const { return 1; }
+  /// Processes on this host (threads per process default to cores / local_size()).
+  virtual int local_size() const { return 1; }
   /// True on the process that writes outputs/ and prints progress.
   virtual bool is_writer() const { return rank() == 0; }
+
+  /// Called at the start of fit(): every process must run the same configuration (the fields of
+  /// RunConfig::shared_json() plus the model). Throws ConfigError naming the processes and the
+  /// fields that differ.
+  virtual void check_consistent(const nlohmann::json& shared_config) {}
+
+  /// Local batches whose gradients are accumulated (and averaged) before one synchronize().
+  virtual int64_t backward_passes_per_step() const { return 1; }
 
   /// Called once before training (and after a resume): make every process start from the
   /// same parameters and optimizer state.

@@ -15,7 +15,8 @@ nlohmann::json EpochMetrics::to_json() const {
           {"epoch_seconds", epoch_seconds},
           {"samples_per_second", samples_per_second},
           {"steps", steps},
-          {"skipped_steps", skipped_steps}};
+          {"skipped_steps", skipped_steps},
+          {"sync_seconds", sync_seconds}};
 }
 
 EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
@@ -29,15 +30,17 @@ EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
   m.samples_per_second = j.at("samples_per_second").get<double>();
   m.steps = j.value("steps", int64_t{0});
   m.skipped_steps = j.value("skipped_steps", int64_t{0});
+  m.sync_seconds = j.value("sync_seconds", 0.0);
   return m;
 }
 
 void ConsoleSink::on_epoch(const EpochMetrics& m, const std::vector<EpochMetrics>&) {
   spdlog::info(
       "epoch {}/{}: train_loss {:.4f} train_acc {:.4f} validation_loss {:.4f} "
-      "validation_acc {:.4f} ({:.2f} s, {:.0f} samples/s{})",
+      "validation_acc {:.4f} ({:.2f} s, {:.0f} samples/s{}{})",
       m.epoch, total_epochs_, m.train_loss, m.train_acc, m.validation_loss, m.validation_acc,
       m.epoch_seconds, m.samples_per_second,
+      m.sync_seconds > 0 ? fmt::format(", {:.2f} s in gradient sync", m.sync_seconds) : "",
       m.skipped_steps ? ", " + std::to_string(m.skipped_steps) + " steps skipped" : "");
 }
 

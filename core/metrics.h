@@ -20,6 +20,7 @@ struct EpochMetrics {
   double samples_per_second = 0;
   int64_t steps = 0;
   int64_t skipped_steps = 0;
+  double sync_seconds = 0;  ///< time this process spent in gradient synchronisation
 
   nlohmann::json to_json() const;
   static EpochMetrics from_json(const nlohmann::json& j);

@@ -27,7 +27,20 @@ nlohmann::json RunConfig::to_json() const {
           {"threads", threads},
           {"checkpoint_every", checkpoint_every},
           {"resume_from", resume_from},
-          {"distributed", distributed}};
+          {"distributed", distributed},
+          {"allreduce", allreduce},
+          {"fusion_threshold_mb", fusion_threshold_mb},
+          {"compression", compression},
+          {"backward_passes_per_step", backward_passes_per_step},
+          {"stall_warning_seconds", stall_warning_seconds},
+          {"stall_abort_seconds", stall_abort_seconds}};
+}
+
+nlohmann::json RunConfig::shared_json() const {
+  nlohmann::json j = to_json();
+  // Paths and thread counts may differ between hosts; everything else must match.
+  for (const char* local : {"data_dir", "output_dir", "resume_from", "threads", "device"}) j.erase(local);
+  return j;
 }
 
 RunConfig RunConfig::from_json(const nlohmann::json& j) {
@@ -60,6 +73,12 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("checkpoint_every", c.checkpoint_every);
   get("resume_from", c.resume_from);
   get("distributed", c.distributed);
+  get("allreduce", c.allreduce);
+  get("fusion_threshold_mb", c.fusion_threshold_mb);
+  get("compression", c.compression);
+  get("backward_passes_per_step", c.backward_passes_per_step);
+  get("stall_warning_seconds", c.stall_warning_seconds);
+  get("stall_abort_seconds", c.stall_abort_seconds);
   return c;
 }
 
@@ -81,6 +100,20 @@ void RunConfig::validate() const {
   if (threads < 0) fail("threads", "0 (all cores) or a positive integer", std::to_string(threads));
   if (checkpoint_every < 0)
     fail("checkpoint-every", "0 (never) or a positive integer", std::to_string(checkpoint_every));
+  if (distributed != "none" && distributed != "ring" && distributed != "ps")
+    fail("distributed", "none, ring or ps", distributed);
+  if (allreduce != "ring" && allreduce != "mpi") fail("allreduce", "ring or mpi", allreduce);
+  if (!std::isfinite(fusion_threshold_mb) || fusion_threshold_mb < 0 || fusion_threshold_mb > 65536)
+    fail("fusion-threshold-mb", "0 to 65536 (0: one buffer per tensor)",
+         std::to_string(fusion_threshold_mb));
+  if (compression != "none" && compression != "fp16") fail("compression", "none or fp16", compression);
+  if (backward_passes_per_step < 1 || backward_passes_per_step > 1000000)
+    fail("backward-passes-per-step", "1 to 1000000", std::to_string(backward_passes_per_step));
+  if (!std::isfinite(stall_warning_seconds) || stall_warning_seconds <= 0)
+    fail("stall-warning-seconds", "seconds > 0", std::to_string(stall_warning_seconds));
+  if (!std::isfinite(stall_abort_seconds) || stall_abort_seconds < stall_warning_seconds)
+    fail("stall-abort-seconds", "seconds >= --stall-warning-seconds",
+         std::to_string(stall_abort_seconds));
   if (hidden_sizes.empty()) fail("hidden-sizes", "at least one hidden layer", "none");
   for (int64_t h : hidden_sizes) {
     if (h <= 0 || h > (1 << 20))

@@ -37,8 +37,17 @@ struct RunConfig {
   int64_t checkpoint_every = 2;
   std::string resume_from;
 
-  // Distribution (filled in by the distributed strategies).
+  // Distribution.
   std::string distributed = "none";  // none | ring | ps
+  std::string allreduce = "ring";    // ring (ours) | mpi (MPI_Allreduce)
+  double fusion_threshold_mb = 128;  // Horovod's default fusion buffer
+  std::string compression = "none";  // none | fp16
+  int64_t backward_passes_per_step = 1;
+  double stall_warning_seconds = 60;
+  double stall_abort_seconds = 600;
+
+  /// The fields every rank of a distributed run must agree on.
+  nlohmann::json shared_json() const;
 
   /// The model-defining part, compared when a checkpoint is loaded.
   nlohmann::json model_json() const;

@@ -118,9 +118,15 @@ EvalResult Trainer::evaluate(const BatchSource& data, const Sampler& sampler) {
 std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& train_sampler,
                                        const BatchSource& validation,
                                        const Sampler& validation_sampler) {
-  sync_->broadcast_state(named_parameters(*model_.module), *optimizer_);
   const NamedTensors params = named_parameters(*model_.module);
+  nlohmann::json shared = config_.shared_json();
+  shared["model"] = model_.spec;
+  shared["resumed_after_epoch"] = epochs_done_;
+  for (const auto& [name, p] : params) shared["parameters"][name] = p.sizes().vec();
+  sync_->check_consistent(shared);
+  sync_->broadcast_state(params, *optimizer_);
   NamedTensors grads(params.size());
+  const int64_t accumulate = sync_->backward_passes_per_step();
 
   for (int64_t epoch = epochs_done_ + 1; epoch <= config_.epochs; ++epoch) {
     const auto start = Clock::now();
@@ -129,20 +135,33 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     torch::Tensor loss_sum = torch::zeros({}, opts.dtype(torch::kDouble));
     torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kLong));
     int64_t samples = 0, steps = 0, skipped = 0;
+    double sync_seconds = 0;
 
-    for (const auto& indices : train_sampler.batches(epoch)) {
-      Batch b = train.get(indices, device_);
-      optimizer_->zero_grad();
+    const std::vector<torch::Tensor> batches = train_sampler.batches(epoch);
+    for (size_t i = 0; i < batches.size(); ++i) {
+      // With K backward passes per step, gradients of K batches accumulate (each loss / K, so
+      // the step sees their average) before one synchronize() and optimizer step.
+      const bool group_start = i % static_cast<size_t>(accumulate) == 0;
+      const bool group_end =
+          (i + 1) % static_cast<size_t>(accumulate) == 0 || i + 1 == batches.size();
+      Batch b = train.get(batches[i], device_);
+      if (group_start) optimizer_->zero_grad();
       auto logits = model_.forward(b.inputs);
       auto loss = torch::nn::functional::cross_entropy(logits, b.targets);
-      loss.backward();
-      for (size_t i = 0; i < params.size(); ++i) {
-        grads[i] = {params[i].first, params[i].second.mutable_grad()};
-      }
-      if (sync_->synchronize(grads)) {
-        optimizer_->step();
-      } else {
-        ++skipped;
+      (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
+      if (group_end) {
+        for (size_t k = 0; k < params.size(); ++k) {
+          grads[k] = {params[k].first, params[k].second.mutable_grad()};
+        }
+        const auto sync_start = Clock::now();
+        const bool apply = sync_->synchronize(grads);
+        sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
+        if (apply) {
+          optimizer_->step();
+        } else {
+          ++skipped;
+        }
+        ++steps;
       }
       {
         torch::NoGradGuard no_grad;
@@ -151,7 +170,6 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         correct += logits.argmax(1).eq(b.targets).sum();
         samples += n;
       }
-      ++steps;
     }
 
     auto totals = sync_->sum({loss_sum.item<double>(),
@@ -170,6 +188,7 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     m.samples_per_second = seconds > 0 ? totals[2] / seconds : 0;
     m.steps = steps;
     m.skipped_steps = skipped;
+    m.sync_seconds = sync_seconds;
     history_.push_back(m);
     epochs_done_ = epoch;
 

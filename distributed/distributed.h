@@ -1,4 +1,6 @@
 // Umbrella header of dtrain_distributed.
 #pragma once
 
+#include "distributed/allreduce_sync.h"
+#include "distributed/communicator.h"
 #include "distributed/strategy.h"

@@ -11,6 +11,7 @@
 
 #include "core/errors.h"
 #include "core/logging.h"
+#include "distributed/strategy.h"
 #include "dtrain/config.h"
 #include "tools/commands.h"
 
@@ -47,6 +48,13 @@ int dispatch(int argc, char** argv) {
   return 2;
 }
 
+// One rank failing alone must not leave its peers waiting in a collective: end the whole job.
+int fail(int exit_code) {
+  spdlog::default_logger()->flush();
+  dtrain::distributed::abort_job(exit_code);
+  return exit_code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,12 +70,12 @@ int main(int argc, char** argv) {
     return dispatch(argc, argv);
   } catch (const dtrain::Error& e) {
     spdlog::error("{}", e.what());
-    return e.exit_code();
+    return fail(e.exit_code());
   } catch (const c10::Error& e) {
     spdlog::error("LibTorch error: {}", e.what_without_backtrace());
-    return 1;
+    return fail(1);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    return 1;
+    return fail(1);
   }
 }

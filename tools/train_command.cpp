@@ -72,7 +72,20 @@ void add_train_flags(cxxopts::Options& o) {
        cxxopts::value<std::string>()->default_value(std::to_string(d.checkpoint_every)))
       ("resume-from", "checkpoint file, or folder (newest inside), to continue from",
        cxxopts::value<std::string>())
-      ("distributed", "none", cxxopts::value<std::string>()->default_value(d.distributed))
+      ("distributed", "none, or ring (data parallel under mpirun: Horovod-style allreduce)",
+       cxxopts::value<std::string>()->default_value(d.distributed))
+      ("allreduce", "ring (ours) or mpi (the MPI library's MPI_Allreduce)",
+       cxxopts::value<std::string>()->default_value(d.allreduce))
+      ("fusion-threshold-mb", "gradient fusion buffer size in MiB (0: one buffer per tensor)",
+       cxxopts::value<std::string>()->default_value("128"))
+      ("compression", "none or fp16 (allreduce gradients in half precision)",
+       cxxopts::value<std::string>()->default_value(d.compression))
+      ("backward-passes-per-step", "local batches accumulated per allreduce and step",
+       cxxopts::value<std::string>()->default_value("1"))
+      ("stall-warning-seconds", "report ranks that have not reached a collective after this long",
+       cxxopts::value<std::string>()->default_value("60"))
+      ("stall-abort-seconds", "abort the job when a collective stalls this long",
+       cxxopts::value<std::string>()->default_value("600"))
       ("h,help", "show this help");
 }
 
@@ -109,6 +122,12 @@ RunConfig config_from(const cxxopts::ParseResult& r) {
   c.checkpoint_every = int_flag(r, "checkpoint-every");
   if (r.count("resume-from")) c.resume_from = r["resume-from"].as<std::string>();
   c.distributed = r["distributed"].as<std::string>();
+  c.allreduce = r["allreduce"].as<std::string>();
+  c.fusion_threshold_mb = double_flag(r, "fusion-threshold-mb");
+  c.compression = r["compression"].as<std::string>();
+  c.backward_passes_per_step = int_flag(r, "backward-passes-per-step");
+  c.stall_warning_seconds = double_flag(r, "stall-warning-seconds");
+  c.stall_abort_seconds = double_flag(r, "stall-abort-seconds");
   c.validate();
   return c;
 }
@@ -136,13 +155,16 @@ int train_command(int argc, char** argv) {
   if (!parse_or_help(options, argc, argv, r)) return 0;
   RunConfig config = config_from(r);
 
-  auto sync = distributed::make_gradient_sync(config);
   const auto t0 = std::chrono::steady_clock::now();
   const torch::Device device = pick_device(config.device);
-  const int threads = configure_threads(config.threads);
+  auto sync = distributed::make_gradient_sync(config, device);
+  if (sync->world_size() > 1) {
+    setup_logging("rank " + std::to_string(sync->rank()) + "/" + std::to_string(sync->world_size()));
+  }
+  const int threads = configure_threads(config.threads, sync->local_size());
   if (sync->is_writer()) {
-    spdlog::info("device: {}, threads per process: {}, strategy: {}", device.str(), threads,
-                 sync->name());
+    spdlog::info("device: {}, threads per process: {}, strategy: {}, processes: {}", device.str(),
+                 threads, sync->describe().dump(), sync->world_size());
   }
   torch::manual_seed(config.seed);
 

@@ -1,0 +1,135 @@
+// Allreduce benchmark in the style of nccl-tests' all_reduce_perf: a size sweep, our ring against
+// MPI_Allreduce in the same run, results checked outside the timed loop.
+//   mpirun -np N allreduce_bench [--min-bytes 8] [--max-bytes 64M] [--iters 20] [--warmup 5]
+//                                [--dtype float|double|int|half] [--json PATH]
+// Columns: size (bytes), count (elements), type, then for each algorithm time_us, algbw and busbw
+// (GB/s; busbw = algbw * 2(N-1)/N) and the error against the closed-form expectation; then the
+// ring/MPI busbw ratio. Exit status 1 if any result is wrong.
+#include <mpi.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "distributed/backend/mpi/mpi_communicator.h"
+
+using dtrain::distributed::AllreduceAlgorithm;
+using dtrain::distributed::MpiCommunicator;
+
+namespace {
+
+size_t parse_size(const char* text) {
+  char* end = nullptr;
+  double v = std::strtod(text, &end);
+  if (*end == 'K' || *end == 'k') v *= 1024;
+  if (*end == 'M' || *end == 'm') v *= 1024 * 1024;
+  if (*end == 'G' || *end == 'g') v *= 1024.0 * 1024 * 1024;
+  return static_cast<size_t>(v);
+}
+
+struct Result {
+  double time_us = 0, algbw = 0, busbw = 0, error = 0;
+};
+
+// Rank-filled input (element i of rank r: r + 1 + i % 7): the sum is n(n+1)/2 + n*(i % 7).
+Result run(MpiCommunicator& comm, torch::Tensor& buf, int iters, int warmup) {
+  const int n = comm.size(), r = comm.rank();
+  auto fill = [&] {
+    auto idx = torch::arange(buf.numel(), torch::kLong).remainder(7);
+    buf.copy_((idx + (r + 1)).to(buf.scalar_type()));
+  };
+  for (int i = 0; i < warmup; ++i) comm.allreduce(buf);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double t0 = MPI_Wtime();
+  for (int i = 0; i < iters; ++i) comm.allreduce(buf);
+  double elapsed = (MPI_Wtime() - t0) / iters;
+  MPI_Allreduce(MPI_IN_PLACE, &elapsed, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  // Verify outside the timed loop.
+  fill();
+  comm.allreduce(buf);
+  auto idx = torch::arange(buf.numel(), torch::kLong).remainder(7).to(torch::kDouble);
+  auto expected = idx * n + n * (n + 1) / 2.0;
+  double err = buf.numel() ? (buf.to(torch::kDouble) - expected).abs().max().item<double>() : 0.0;
+  MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  Result res;
+  res.time_us = elapsed * 1e6;
+  const double bytes = static_cast<double>(buf.numel() * buf.element_size());
+  res.algbw = elapsed > 0 ? bytes / elapsed / 1e9 : 0;
+  res.busbw = res.algbw * 2.0 * (n - 1) / n;
+  res.error = err;
+  return res;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t min_bytes = 8, max_bytes = size_t{64} << 20;
+  int iters = 20, warmup = 5;
+  std::string dtype = "float", json_path;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--min-bytes") min_bytes = parse_size(argv[i + 1]);
+    else if (a == "--max-bytes") max_bytes = parse_size(argv[i + 1]);
+    else if (a == "--iters") iters = std::stoi(argv[i + 1]);
+    else if (a == "--warmup") warmup = std::stoi(argv[i + 1]);
+    else if (a == "--dtype") dtype = argv[i + 1];
+    else if (a == "--json") json_path = argv[i + 1];
+    else { std::fprintf(stderr, "unknown flag %s\n", argv[i]); return 2; }
+  }
+  const torch::ScalarType type = dtype == "double" ? torch::kDouble
+                                 : dtype == "int"  ? torch::kInt
+                                 : dtype == "half" ? torch::kHalf
+                                                   : torch::kFloat;
+  MpiCommunicator comm(AllreduceAlgorithm::kRing);
+  const int n = comm.size();
+  const bool root = comm.rank() == 0;
+  const size_t elem = c10::elementSize(type);
+  if (root) {
+    std::printf("# allreduce_bench: %d ranks, dtype %s, %d iterations after %d warm-up\n", n,
+                dtype.c_str(), iters, warmup);
+    std::printf("# %10s %10s %6s | %10s %8s %8s %8s | %10s %8s %8s %8s | %6s\n", "size", "count",
+                "type", "ring_us", "algbw", "busbw", "error", "mpi_us", "algbw", "busbw", "error",
+                "ratio");
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  bool wrong = false;
+  double ratio_log_sum = 0;
+  int ratio_rows = 0;
+  for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 2) {
+    const int64_t count = static_cast<int64_t>(std::max<size_t>(1, bytes / elem));
+    auto buf = torch::zeros({count}, type);
+    const int it = bytes >= (size_t{16} << 20) ? std::max(3, iters / 4) : iters;
+    comm.set_algorithm(AllreduceAlgorithm::kRing);
+    Result ring = run(comm, buf, it, warmup);
+    comm.set_algorithm(AllreduceAlgorithm::kMpi);
+    Result mpi = run(comm, buf, it, warmup);
+    const double tolerance = type == torch::kHalf ? 0.5 : 1e-6;
+    wrong |= ring.error > tolerance || mpi.error > tolerance;
+    const double ratio = mpi.busbw > 0 ? ring.busbw / mpi.busbw : 0;
+    if (bytes >= (size_t{1} << 20)) ratio_log_sum += std::log(ratio), ++ratio_rows;
+    if (root) {
+      std::printf("  %10zu %10lld %6s | %10.1f %8.3f %8.3f %8.1e | %10.1f %8.3f %8.3f %8.1e | %5.2fx\n",
+                  bytes, static_cast<long long>(count), dtype.c_str(), ring.time_us, ring.algbw,
+                  ring.busbw, ring.error, mpi.time_us, mpi.algbw, mpi.busbw, mpi.error, ratio);
+      rows.push_back({{"bytes", bytes}, {"count", count}, {"type", dtype},
+                      {"ring", {{"time_us", ring.time_us}, {"algbw", ring.algbw}, {"busbw", ring.busbw}, {"error", ring.error}}},
+                      {"mpi", {{"time_us", mpi.time_us}, {"algbw", mpi.algbw}, {"busbw", mpi.busbw}, {"error", mpi.error}}},
+                      {"ratio", ratio}});
+    }
+  }
+  if (root) {
+    if (ratio_rows) {
+      std::printf("# ring/MPI_Allreduce busbw, geometric mean from 1 MiB up: %.2fx\n",
+                  std::exp(ratio_log_sum / ratio_rows));
+    }
+    std::printf("# results %s\n", wrong ? "WRONG" : "verified");
+    if (!json_path.empty()) std::ofstream(json_path) << rows.dump(2) << "\n";
+  }
+  return wrong ? 1 : 0;
+}

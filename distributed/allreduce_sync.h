@@ -1,0 +1,60 @@
+// Horovod-style data parallelism: fused gradient allreduce behind core's GradientSync.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/gradient_sync.h"
+#include "distributed/communicator.h"
+#include "distributed/fault_injection.h"
+
+namespace dtrain::distributed {
+
+struct AllreduceSyncOptions {
+  std::string algorithm = "ring";     ///< recorded in run.json: ring, mpi, nccl, local
+  double fusion_threshold_mb = 128;   ///< gradients are packed into buffers up to this size
+  bool fp16_compression = false;      ///< allreduce in half precision (Horovod Compression.fp16)
+  int64_t backward_passes_per_step = 1;
+  FaultInjection fault;
+};
+
+/// Each synchronize(): a negotiation (signature of names, shapes, dtypes and step, with stall
+/// reporting), then the gradients packed into fusion buffers, summed across ranks, checked for
+/// NaN/Inf (all ranks then skip the step together) and averaged back into place.
+class AllreduceSync : public GradientSync {
+ public:
+  AllreduceSync(std::unique_ptr<Communicator> comm, AllreduceSyncOptions options);
+
+  std::string name() const override { return "allreduce"; }
+  int rank() const override { return comm_->rank(); }
+  int world_size() const override { return comm_->size(); }
+  int local_size() const override { return comm_->local_size(); }
+  int64_t backward_passes_per_step() const override { return options_.backward_passes_per_step; }
+
+  void check_consistent(const nlohmann::json& shared_config) override;
+  void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) override;
+  bool synchronize(const NamedTensors& grads) override;
+  std::vector<double> sum(std::vector<double> values) override;
+  nlohmann::json describe() const override;
+
+  Communicator& communicator() { return *comm_; }
+
+ private:
+  struct Bucket {
+    std::vector<size_t> members;  // indices into the gradient list
+    torch::Tensor buffer;         // flat, on the communicator's device
+  };
+  void plan_buckets(const NamedTensors& grads);
+  void inject_fault(const NamedTensors& grads);
+
+  std::unique_ptr<Communicator> comm_;
+  AllreduceSyncOptions options_;
+  std::vector<Bucket> buckets_;
+  std::string layout_;  // JSON description of names, shapes, dtypes
+  uint64_t layout_hash_ = 0;
+  size_t planned_tensors_ = 0;
+  int64_t step_ = 0;
+};
+
+}  // namespace dtrain::distributed

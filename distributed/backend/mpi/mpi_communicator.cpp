@@ -1,0 +1,412 @@
+#include "distributed/backend/mpi/mpi_communicator.h"
+
+#include <c10/util/Half.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <thread>
+
+#include "core/errors.h"
+#include "distributed/backend/mpi/mpi_check.h"
+
+namespace dtrain::distributed {
+
+namespace {
+
+constexpr int kTagSignature = 1;
+constexpr int kTagVerdict = 2;
+constexpr int kTagReduceScatter = 3;
+constexpr int kTagAllgather = 4;
+
+using Clock = std::chrono::steady_clock;
+
+struct MpiRuntime {
+  bool initialized_here = false;
+  ~MpiRuntime() {
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (initialized_here && init && !fin) MPI_Finalize();
+  }
+};
+
+MpiRuntime& runtime() {
+  static MpiRuntime r;
+  return r;
+}
+
+void check_tensor(const torch::Tensor& t, const char* call, bool bytes_ok = false) {
+  if (!t.defined() || !t.is_contiguous() || !t.device().is_cpu()) {
+    throw CommError(std::string(call) + ": the MPI backend needs a defined, contiguous CPU tensor");
+  }
+  switch (t.scalar_type()) {
+    case torch::kFloat: case torch::kDouble: case torch::kHalf: case torch::kInt: case torch::kLong:
+      return;
+    case torch::kByte:
+      if (bytes_ok) return;
+      break;
+    default:
+      throw CommError(std::string(call) + ": unsupported dtype " +
+                      std::string(c10::toString(t.scalar_type())) +
+                      " (expected float32, float16, float64, int32 or int64)");
+  }
+}
+
+// Sum of halves for MPI_Allreduce (MPI has no half type).
+void half_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  auto* a = static_cast<const c10::Half*>(in);
+  auto* b = static_cast<c10::Half*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = static_cast<float>(a[i]) + static_cast<float>(b[i]);
+}
+
+MPI_Op half_sum_op() {
+  static MPI_Op op = [] {
+    MPI_Op o;
+    MPI_CHECK(MPI_Op_create(&half_sum, /*commute=*/1, &o));
+    return o;
+  }();
+  return op;
+}
+
+MPI_Datatype mpi_type(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat: return MPI_FLOAT;
+    case torch::kDouble: return MPI_DOUBLE;
+    case torch::kHalf: return MPI_UINT16_T;
+    case torch::kInt: return MPI_INT32_T;
+    case torch::kLong: return MPI_INT64_T;
+    default: throw CommError("no MPI type for " + std::string(c10::toString(t)));
+  }
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string s;
+  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+// Polls `reqs` until all complete. `rank_of(i)` names the peer of request i. Warns every
+// warning_seconds about the peers still missing and throws CommError after abort_seconds.
+void wait_with_stall_check(std::vector<MPI_Request>& reqs, const std::function<int(size_t)>& rank_of,
+                           const StallOptions& stall, const std::string& what, int my_rank) {
+  const auto start = Clock::now();
+  auto next_warning = start + std::chrono::duration<double>(stall.warning_seconds);
+  std::vector<bool> done(reqs.size(), false);
+  std::vector<int> indices(reqs.size());
+  size_t remaining = reqs.size();
+  while (remaining > 0) {
+    int outcount = 0;
+    MPI_CHECK(MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &outcount, indices.data(),
+                           MPI_STATUSES_IGNORE));
+    if (outcount != MPI_UNDEFINED) {
+      for (int k = 0; k < outcount; ++k) done[static_cast<size_t>(indices[k])] = true;
+      remaining -= static_cast<size_t>(outcount);
+    }
+    if (remaining == 0) break;
+    const auto now = Clock::now();
+    if (now >= next_warning) {
+      std::vector<int> missing;
+      for (size_t i = 0; i < done.size(); ++i) if (!done[i]) missing.push_back(rank_of(i));
+      const double waited = std::chrono::duration<double>(now - start).count();
+      if (waited >= stall.abort_seconds) {
+        throw CommError(what + ": stalled for " + std::to_string(static_cast<int>(waited)) +
+                        " s on rank " + std::to_string(my_rank) + " waiting for rank(s) " +
+                        rank_list(missing) + " (--stall-abort-seconds " +
+                        std::to_string(static_cast<int>(stall.abort_seconds)) + "); aborting the job");
+      }
+      spdlog::warn("{}: stalled for {:.0f} s on rank {}: waiting for rank(s) {} (abort after {:.0f} s)",
+                   what, waited, my_rank, rank_list(missing), stall.abort_seconds);
+      next_warning = std::min(now + std::chrono::duration<double>(stall.warning_seconds),
+                              start + std::chrono::duration<double>(stall.abort_seconds));
+    }
+    // Busy-poll like a blocking MPI call for the first 100 ms (peers usually arrive within a
+    // step's compute time; sleeping here cost ~3 ms a step in sleep/wake latency), then back off.
+    if (now - start > std::chrono::milliseconds(100)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+}
+
+std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref, const std::string& prefix) {
+  std::string out;
+  auto add = [&](const std::string& key, const nlohmann::json& a, const nlohmann::json& b) {
+    if (!out.empty()) out += "; ";
+    out += prefix + key + ": " + (a.is_null() ? "missing" : a.dump()) + " vs " +
+           (b.is_null() ? "missing" : b.dump());
+  };
+  if (!mine.is_object() || !ref.is_object()) {
+    if (mine != ref) add("value", mine, ref);
+    return out;
+  }
+  std::vector<std::string> keys;
+  for (auto it = ref.begin(); it != ref.end(); ++it) keys.push_back(it.key());
+  for (auto it = mine.begin(); it != mine.end(); ++it)
+    if (!ref.contains(it.key())) keys.push_back(it.key());
+  for (const auto& k : keys) {
+    const nlohmann::json a = mine.value(k, nlohmann::json()), b = ref.value(k, nlohmann::json());
+    if (a == b) continue;
+    if (a.is_object() && b.is_object()) {
+      const std::string sub = diff_json(a, b, prefix + k + ".");
+      if (!sub.empty()) out += (out.empty() ? "" : "; ") + sub;
+    } else {
+      add(k, a, b);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK",
+                          "MPI_LOCALNRANKS", "SLURM_PROCID"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+void ensure_mpi_initialized() {
+  int init = 0;
+  MPI_CHECK(MPI_Initialized(&init));
+  if (init) return;
+  int provided = 0;
+  MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+  runtime().initialized_here = true;
+  // Errors come back as return codes (checked by MPI_CHECK), not as MPI's default abort.
+  MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+}
+
+void abort_mpi_job(int exit_code) {
+  int init = 0, fin = 0, size = 1;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (!init || fin) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
+MpiCommunicator::MpiCommunicator(AllreduceAlgorithm algorithm, StallOptions stall)
+    : algorithm_(algorithm), stall_(stall) {
+  ensure_mpi_initialized();
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &ring_comm_));
+  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &coord_comm_));
+  MPI_CHECK(MPI_Comm_set_errhandler(ring_comm_, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_set_errhandler(coord_comm_, MPI_ERRORS_RETURN));
+  MPI_Comm local;
+  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+  MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
+  MPI_CHECK(MPI_Comm_size(local, &local_size_));
+  MPI_CHECK(MPI_Comm_free(&local));
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (fin) return;
+  if (ring_comm_ != MPI_COMM_NULL) MPI_Comm_free(&ring_comm_);
+  if (coord_comm_ != MPI_COMM_NULL) MPI_Comm_free(&coord_comm_);
+}
+
+void MpiCommunicator::allreduce(torch::Tensor& tensor, ReduceOp op) {
+  check_tensor(tensor, "allreduce");
+  if (size_ > 1 && tensor.numel() > 0) {
+    if (algorithm_ == AllreduceAlgorithm::kRing) {
+      ring_allreduce(tensor);
+    } else {
+      mpi_allreduce(tensor);
+    }
+  }
+  if (op == ReduceOp::kAverage && size_ > 1) {
+    if (tensor.is_floating_point()) {
+      tensor.div_(size_);
+    } else {
+      tensor.div_(size_, "trunc");
+    }
+  }
+}
+
+void MpiCommunicator::mpi_allreduce(torch::Tensor& tensor) {
+  const MPI_Datatype type = mpi_type(tensor.scalar_type());
+  const MPI_Op op = tensor.scalar_type() == torch::kHalf ? half_sum_op() : MPI_SUM;
+  char* data = static_cast<char*>(tensor.data_ptr());
+  const size_t elem = tensor.element_size();
+  for (int64_t done = 0; done < tensor.numel();) {
+    const int n = static_cast<int>(std::min<int64_t>(tensor.numel() - done, INT_MAX / 8));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done * elem, n, type, op, MPI_COMM_WORLD));
+    done += n;
+  }
+}
+
+// Ring allreduce: reduce-scatter then allgather over size() chunks (chunk i: elements
+// [start_i, start_i + len_i), the first count % size chunks one longer). Each step's chunk moves
+// in segments with non-blocking sends and receives; a received segment is reduced while the
+// next ones are still in flight. After the reduce-scatter rank r holds the total of chunk
+// (r + 1) % size; every rank ends with bitwise identical results.
+void MpiCommunicator::ring_allreduce(torch::Tensor& tensor) {
+  const int n = size_;
+  const int64_t count = tensor.numel();
+  const size_t elem = tensor.element_size();
+  const auto dtype = tensor.scalar_type();
+  char* data = static_cast<char*>(tensor.data_ptr());
+  std::vector<int64_t> start(n), len(n);
+  for (int i = 0; i < n; ++i) {
+    len[i] = count / n + (i < count % n ? 1 : 0);
+    start[i] = i == 0 ? 0 : start[i - 1] + len[i - 1];
+  }
+  const int64_t seg = std::max<int64_t>(1, static_cast<int64_t>(segment_bytes_ / elem));
+  const size_t max_chunk_bytes = static_cast<size_t>(len[0]) * elem;
+  if (scratch_.size() < max_chunk_bytes) scratch_.resize(max_chunk_bytes);
+  const int right = (rank_ + 1) % n, left = (rank_ - 1 + n) % n;
+
+  std::vector<MPI_Request> sends, recvs;
+  auto post = [&](int send_chunk, int recv_chunk, char* recv_base, int tag) {
+    sends.clear();
+    recvs.clear();
+    for (int64_t o = 0; o < len[recv_chunk]; o += seg) {
+      const int c = static_cast<int>(std::min(seg, len[recv_chunk] - o) * static_cast<int64_t>(elem));
+      recvs.emplace_back();
+      MPI_CHECK(MPI_Irecv(recv_base + o * elem, c, MPI_BYTE, left, tag, ring_comm_, &recvs.back()));
+    }
+    for (int64_t o = 0; o < len[send_chunk]; o += seg) {
+      const int c = static_cast<int>(std::min(seg, len[send_chunk] - o) * static_cast<int64_t>(elem));
+      sends.emplace_back();
+      MPI_CHECK(MPI_Isend(data + (start[send_chunk] + o) * elem, c, MPI_BYTE, right, tag, ring_comm_,
+                          &sends.back()));
+    }
+  };
+
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_chunk = ((rank_ - s) % n + n) % n;
+    const int recv_chunk = ((rank_ - s - 1) % n + n) % n;
+    post(send_chunk, recv_chunk, scratch_.data(), kTagReduceScatter);
+    for (size_t k = 0; k < recvs.size(); ++k) {
+      int idx = MPI_UNDEFINED;
+      MPI_CHECK(MPI_Waitany(static_cast<int>(recvs.size()), recvs.data(), &idx, MPI_STATUS_IGNORE));
+      const int64_t o = static_cast<int64_t>(idx) * seg;
+      const int64_t c = std::min(seg, len[recv_chunk] - o);
+      auto dst = torch::from_blob(data + (start[recv_chunk] + o) * elem, {c}, dtype);
+      auto src = torch::from_blob(scratch_.data() + o * elem, {c}, dtype);
+      dst.add_(src);
+    }
+    if (!sends.empty()) {
+      MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
+    }
+  }
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_chunk = ((rank_ + 1 - s) % n + n) % n;
+    const int recv_chunk = ((rank_ - s) % n + n) % n;
+    post(send_chunk, recv_chunk, data + start[recv_chunk] * elem, kTagAllgather);
+    if (!recvs.empty()) {
+      MPI_CHECK(MPI_Waitall(static_cast<int>(recvs.size()), recvs.data(), MPI_STATUSES_IGNORE));
+    }
+    if (!sends.empty()) {
+      MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
+    }
+  }
+}
+
+void MpiCommunicator::broadcast(torch::Tensor& tensor, int root) {
+  check_tensor(tensor, "broadcast", true);
+  if (root < 0 || root >= size_) throw CommError("broadcast: root " + std::to_string(root) + " out of range");
+  char* data = static_cast<char*>(tensor.data_ptr());
+  const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+  for (int64_t done = 0; done < bytes;) {
+    const int n = static_cast<int>(std::min<int64_t>(bytes - done, INT_MAX));
+    MPI_CHECK(MPI_Bcast(data + done, n, MPI_BYTE, root, MPI_COMM_WORLD));
+    done += n;
+  }
+}
+
+torch::Tensor MpiCommunicator::allgather(const torch::Tensor& tensor) {
+  check_tensor(tensor, "allgather", true);
+  std::vector<int64_t> shape = {size_};
+  for (int64_t d : tensor.sizes()) shape.push_back(d);
+  torch::Tensor out = torch::empty(shape, tensor.options());
+  const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+  if (bytes > INT_MAX) throw CommError("allgather: tensors over 2 GiB are not supported");
+  if (bytes > 0) {
+    MPI_CHECK(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
+                            static_cast<int>(bytes), MPI_BYTE, MPI_COMM_WORLD));
+  }
+  return out;
+}
+
+void MpiCommunicator::barrier() {
+  // A barrier is an agreement on nothing: it gets the same stall reporting.
+  agree(0, [] { return std::string("{}"); }, "barrier");
+}
+
+std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::string()>& describe,
+                                   const std::string& what) {
+  if (size_ == 1) return "";
+  uint64_t verdict = 0;
+  if (rank_ == 0) {
+    std::vector<uint64_t> sigs(static_cast<size_t>(size_), 0);
+    std::vector<MPI_Request> reqs(static_cast<size_t>(size_ - 1));
+    for (int r = 1; r < size_; ++r) {
+      MPI_CHECK(MPI_Irecv(&sigs[static_cast<size_t>(r)], 1, MPI_UINT64_T, r, kTagSignature,
+                          coord_comm_, &reqs[static_cast<size_t>(r - 1)]));
+    }
+    wait_with_stall_check(reqs, [](size_t i) { return static_cast<int>(i) + 1; }, stall_, what, rank_);
+    for (int r = 1; r < size_; ++r) verdict |= sigs[static_cast<size_t>(r)] != signature;
+    std::vector<MPI_Request> sends(static_cast<size_t>(size_ - 1));
+    for (int r = 1; r < size_; ++r) {
+      MPI_CHECK(MPI_Isend(&verdict, 1, MPI_UINT64_T, r, kTagVerdict, coord_comm_,
+                          &sends[static_cast<size_t>(r - 1)]));
+    }
+    MPI_CHECK(MPI_Waitall(size_ - 1, sends.data(), MPI_STATUSES_IGNORE));
+  } else {
+    MPI_Request reqs[2];
+    MPI_CHECK(MPI_Isend(&signature, 1, MPI_UINT64_T, 0, kTagSignature, coord_comm_, &reqs[0]));
+    MPI_CHECK(MPI_Irecv(&verdict, 1, MPI_UINT64_T, 0, kTagVerdict, coord_comm_, &reqs[1]));
+    std::vector<MPI_Request> v(reqs, reqs + 2);
+    // Rank 0 names the missing ranks and aborts first; the others give it a grace period.
+    StallOptions mine = stall_;
+    mine.abort_seconds += 10;
+    wait_with_stall_check(v, [](size_t) { return 0; }, mine, what + " (rank 0 coordinates)", rank_);
+  }
+  return verdict ? gather_mismatch(describe(), what) : "";
+}
+
+std::string MpiCommunicator::gather_mismatch(const std::string& mine, const std::string& what) {
+  int len = static_cast<int>(mine.size());
+  std::vector<int> lens(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
+  MPI_CHECK(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, coord_comm_));
+  std::string all;
+  if (rank_ == 0) {
+    int total = 0;
+    for (int r = 0; r < size_; ++r) displs[static_cast<size_t>(r)] = total, total += lens[static_cast<size_t>(r)];
+    all.resize(static_cast<size_t>(total));
+  }
+  MPI_CHECK(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, 0,
+                        coord_comm_));
+  std::string message;
+  if (rank_ == 0) {
+    auto parse = [](const std::string& text) {
+      auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+      return j.is_discarded() ? nlohmann::json(text) : j;
+    };
+    const nlohmann::json ref = parse(all.substr(0, static_cast<size_t>(lens[0])));
+    for (int r = 1; r < size_; ++r) {
+      const auto j = parse(all.substr(static_cast<size_t>(displs[static_cast<size_t>(r)]),
+                                      static_cast<size_t>(lens[static_cast<size_t>(r)])));
+      const std::string d = diff_json(j, ref, "");
+      if (!d.empty()) message += "\n  rank " + std::to_string(r) + " vs rank 0: " + d;
+    }
+    if (message.empty()) message = "\n  (signatures differ but descriptions match)";
+    message = what + ": ranks disagree (rank N's value vs rank 0's):" + message.substr(0, 4000);
+  }
+  int mlen = static_cast<int>(message.size());
+  MPI_CHECK(MPI_Bcast(&mlen, 1, MPI_INT, 0, coord_comm_));
+  message.resize(static_cast<size_t>(mlen));
+  MPI_CHECK(MPI_Bcast(message.data(), mlen, MPI_CHAR, 0, coord_comm_));
+  return message;
+}
+
+}  // namespace dtrain::distributed

@@ -167,9 +167,13 @@ bool AllreduceSync::synchronize(const NamedTensors& grads) {
       "gradient allreduce at step " + std::to_string(step_));
   if (!mismatch.empty()) throw CommError(mismatch);
 
-  if (comm_->size() == 1) return true;
   torch::NoGradGuard no_grad;
   bool finite = true;
+  if (comm_->size() == 1) {  // nothing to reduce; still refuse non-finite gradients
+    for (const auto& named : grads) finite = finite && all_finite(named.second.contiguous());
+    if (!finite) spdlog::warn("step {}: NaN/Inf in the gradients; skipping this step", step_);
+    return finite;
+  }
   const torch::Scalar scale = 1.0 / comm_->size();
   for (auto& b : buckets_) {
     int64_t offset = 0;

@@ -1,0 +1,156 @@
+// Collectives under a real MPI job: run by ctest as `mpirun -np N collectives_test` for N = 1..4.
+// Our ring allreduce must equal MPI_Allreduce bit for bit on integers and within 1e-6 relative on
+// floats, for sizes 0, 1, N-1, 1000003 and 16M; broadcast/allgather/barrier and the gradient
+// sync's negotiation are checked too.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "core/errors.h"
+#include "distributed/allreduce_sync.h"
+#include "distributed/backend/mpi/mpi_communicator.h"
+
+namespace dtrain::distributed {
+namespace {
+
+MpiCommunicator& comm() {
+  static MpiCommunicator c;
+  return c;
+}
+
+std::vector<int64_t> sizes() {
+  const int n = comm().size();
+  return {0, 1, std::max(1, n - 1), 1000003, 16 * 1024 * 1024};
+}
+
+torch::Tensor random_input(int64_t count, torch::ScalarType type, int seed) {
+  torch::manual_seed(1000 + comm().rank() * 17 + seed);
+  if (type == torch::kInt || type == torch::kLong) {
+    return torch::randint(-1000000, 1000000, {count}, torch::kLong).to(type);
+  }
+  return (torch::rand({count}, torch::kDouble) + 0.5).to(type);  // well-conditioned sums
+}
+
+class RingVsMpi : public ::testing::TestWithParam<torch::ScalarType> {};
+
+TEST_P(RingVsMpi, EqualsMpiAllreduceForEverySize) {
+  const auto type = GetParam();
+  for (int64_t count : sizes()) {
+    SCOPED_TRACE("count " + std::to_string(count));
+    torch::Tensor ring = random_input(count, type, static_cast<int>(count % 1000));
+    torch::Tensor ref = ring.clone();
+    comm().set_algorithm(AllreduceAlgorithm::kRing);
+    comm().allreduce(ring);
+    comm().set_algorithm(AllreduceAlgorithm::kMpi);
+    comm().allreduce(ref);
+    comm().set_algorithm(AllreduceAlgorithm::kRing);
+    if (type == torch::kInt || type == torch::kLong) {
+      EXPECT_TRUE(torch::equal(ring, ref)) << "integers must match bit for bit";
+    } else if (count > 0) {
+      const double rel = ((ring.to(torch::kDouble) - ref.to(torch::kDouble)).abs() /
+                          ref.to(torch::kDouble).abs()).max().item<double>();
+      EXPECT_LE(rel, 1e-6);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, RingVsMpi,
+                         ::testing::Values(torch::kInt, torch::kLong, torch::kFloat, torch::kDouble));
+
+TEST(Ring, RankFilledBuffersSumToClosedForm) {
+  const int n = comm().size();
+  for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{n + 1}, int64_t{12345}}) {
+    for (size_t seg : {size_t{4}, size_t{1} << 20}) {  // tiny segments exercise the pipelining
+      comm().set_segment_bytes(seg);
+      torch::Tensor t = torch::full({count}, comm().rank(), torch::kLong);
+      comm().allreduce(t);
+      EXPECT_TRUE(torch::equal(t, torch::full({count}, int64_t{n} * (n - 1) / 2, torch::kLong)));
+    }
+  }
+  comm().set_segment_bytes(size_t{1} << 20);
+}
+
+TEST(Ring, AverageAndHalfPrecision) {
+  const int n = comm().size();
+  torch::Tensor f = torch::full({1001}, static_cast<float>(comm().rank()), torch::kFloat);
+  comm().allreduce(f, ReduceOp::kAverage);
+  EXPECT_TRUE(torch::allclose(f, torch::full({1001}, (n - 1) / 2.0f)));
+  torch::Tensor h = torch::full({777}, 0.5, torch::kHalf);
+  comm().allreduce(h);
+  EXPECT_TRUE(torch::equal(h.to(torch::kFloat), torch::full({777}, 0.5f * n)));
+  comm().set_algorithm(AllreduceAlgorithm::kMpi);
+  torch::Tensor h2 = torch::full({777}, 0.5, torch::kHalf);
+  comm().allreduce(h2);
+  comm().set_algorithm(AllreduceAlgorithm::kRing);
+  EXPECT_TRUE(torch::equal(h, h2));
+}
+
+TEST(Collectives, BroadcastAllgatherBarrier) {
+  const int n = comm().size();
+  for (int root = 0; root < n; ++root) {
+    torch::Tensor t = torch::full({5, 3}, comm().rank() * 10.0, torch::kDouble);
+    comm().broadcast(t, root);
+    EXPECT_TRUE(torch::equal(t, torch::full({5, 3}, root * 10.0, torch::kDouble)));
+  }
+  torch::Tensor mine = torch::full({2}, comm().rank(), torch::kInt);
+  torch::Tensor all = comm().allgather(mine);
+  ASSERT_EQ(all.sizes(), (std::vector<int64_t>{n, 2}));
+  for (int r = 0; r < n; ++r) EXPECT_EQ(all[r][1].item<int>(), r);
+  comm().barrier();
+  EXPECT_THROW(comm().broadcast(mine, n), CommError);
+}
+
+TEST(Collectives, UnsupportedTensorsAreRejected) {
+  torch::Tensor b = torch::zeros({4}, torch::kBool);
+  EXPECT_THROW(comm().allreduce(b), CommError);
+  torch::Tensor strided = torch::zeros({4, 4}).t();
+  EXPECT_THROW(comm().allreduce(strided), CommError);
+}
+
+TEST(Negotiation, MismatchedGradientsAreNamedNotSummed) {
+  if (comm().size() == 1) GTEST_SKIP() << "needs two ranks";
+  // A second communicator so the shared one stays usable.
+  AllreduceSync sync(std::make_unique<MpiCommunicator>(), {});
+  const int64_t rows = comm().rank() == 1 ? 7 : 6;
+  NamedTensors grads = {{"fc1.weight", torch::ones({rows, 4})}, {"fc1.bias", torch::ones({4})}};
+  try {
+    sync.synchronize(grads);
+    FAIL() << "expected CommError";
+  } catch (const CommError& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("rank 1"), std::string::npos) << w;
+    EXPECT_NE(w.find("fc1.weight"), std::string::npos) << w;
+    EXPECT_NE(w.find("[7,4]"), std::string::npos) << w;
+  }
+  EXPECT_TRUE(torch::equal(grads[1].second, torch::ones({4}))) << "nothing may be summed";
+}
+
+TEST(Negotiation, AgreeingGradientsAreAveragedAndNaNSkipsEverywhere) {
+  AllreduceSync sync(std::make_unique<MpiCommunicator>(), {});
+  const int n = comm().size();
+  NamedTensors grads = {{"w", torch::full({3, 3}, static_cast<float>(comm().rank()))},
+                        {"b", torch::full({3}, 1.0f)}};
+  EXPECT_TRUE(sync.synchronize(grads));
+  EXPECT_TRUE(torch::allclose(grads[0].second, torch::full({3, 3}, (n - 1) / 2.0f)));
+  EXPECT_TRUE(torch::allclose(grads[1].second, torch::full({3}, 1.0f)));
+  if (comm().rank() == n - 1) grads[1].second[2] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(sync.synchronize(grads)) << "every rank must skip";
+}
+
+}  // namespace
+}  // namespace dtrain::distributed
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  dtrain::distributed::ensure_mpi_initialized();
+  if (dtrain::distributed::comm().rank() != 0) {
+    // One rank's report is enough; failures on other ranks still fail the exit code.
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  const int rc = RUN_ALL_TESTS();
+  int worst = rc;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return worst;
+}

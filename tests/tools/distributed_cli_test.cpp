@@ -1,0 +1,185 @@
+// Multi-process runs of `dtrain train --distributed ring` under mpirun, each with a hard timeout.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <sstream>
+
+#include "data/idx.h"
+#include "models/model_io.h"
+#include "test_util.h"
+
+namespace dtrain {
+namespace {
+
+using testing::CommandResult;
+using testing::TempDir;
+
+const std::string kMpirun =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe ";
+
+CommandResult mpirun(int np, const std::string& args, int timeout = 300,
+                     const std::string& mpi_flags = "") {
+  return testing::run_command(kMpirun + mpi_flags + " -np " + std::to_string(np) + " " +
+                                  testing::dtrain_binary() + " " + args,
+                              timeout);
+}
+
+CommandResult single(const std::string& args, int timeout = 300) {
+  return testing::run_command(testing::dtrain_binary() + " " + args, timeout);
+}
+
+// A small MNIST-shaped data set (random pixels, random labels) in IDX files.
+void write_synthetic_mnist(const std::filesystem::path& dir, int64_t train, int64_t test) {
+  torch::manual_seed(123);
+  for (auto [prefix, n] : {std::pair<std::string, int64_t>{"train", train}, {"t10k", test}}) {
+    auto images = torch::randint(0, 256, {n, 28, 28}, torch::kLong).to(torch::kUInt8);
+    auto labels = torch::randint(0, 10, {n}, torch::kLong).to(torch::kUInt8);
+    testing::write_bytes(dir / (prefix + "-images-idx3-ubyte"), data::encode_idx(images));
+    testing::write_bytes(dir / (prefix + "-labels-idx1-ubyte"), data::encode_idx(labels));
+  }
+}
+
+torch::Tensor weights(const std::filesystem::path& model_dir) {
+  auto loaded = models::load_model(model_dir);
+  std::vector<torch::Tensor> parts;
+  for (auto& p : loaded.model.module->parameters()) parts.push_back(p.detach().flatten());
+  return torch::cat(parts);
+}
+
+nlohmann::json last_metrics(const std::filesystem::path& out) {
+  std::istringstream in(testing::read_text(out / "metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  return nlohmann::json::parse(last);
+}
+
+class DistributedCli : public ::testing::Test {
+ protected:
+  void SetUp() override { write_synthetic_mnist(data_.path(), 400, 100); }
+  std::string common(const std::filesystem::path& out) const {
+    return " --data-dir " + data_.path().string() + " --output-dir " + out.string() +
+           " --first-layer-neurons 32 --second-layer-neurons 16 --threads 1 --seed 3";
+  }
+  TempDir data_;
+};
+
+TEST_F(DistributedCli, TwoRanksAtBatchBEqualOneRankAt2B) {
+  TempDir one, two;
+  CommandResult a = single("train --epochs 2 --batch-size 50" + common(one.path()));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  CommandResult b = mpirun(2, "train --distributed ring --epochs 2 --batch-size 25" + common(two.path()));
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto wa = weights(one / "model"), wb = weights(two / "model");
+  EXPECT_TRUE(torch::allclose(wa, wb, /*rtol=*/1e-4, /*atol=*/1e-5))
+      << "max abs diff " << (wa - wb).abs().max().item<double>();
+  auto run = nlohmann::json::parse(testing::read_text(two / "run.json"));
+  EXPECT_EQ(run["distribution"]["world_size"], 2);
+  EXPECT_EQ(run["distribution"]["algorithm"], "ring");
+}
+
+TEST_F(DistributedCli, MpiAllreduceAndFp16AndAccumulationAgree) {
+  TempDir ref, mpi, fp16, accumulate, accumulate_ref;
+  ASSERT_EQ(mpirun(2, "train --distributed ring --epochs 1 --batch-size 25" + common(ref.path())).exit_code, 0);
+  CommandResult m = mpirun(2, "train --distributed ring --allreduce mpi --epochs 1 --batch-size 25" +
+                                  common(mpi.path()));
+  ASSERT_EQ(m.exit_code, 0) << m.output;
+  EXPECT_TRUE(torch::allclose(weights(ref / "model"), weights(mpi / "model"), 1e-4, 1e-5));
+  CommandResult h = mpirun(2, "train --distributed ring --compression fp16 --epochs 1 --batch-size 25" +
+                                  common(fp16.path()));
+  ASSERT_EQ(h.exit_code, 0) << h.output;
+  EXPECT_TRUE(torch::allclose(weights(ref / "model"), weights(fp16 / "model"), 1e-2, 1e-3))
+      << "fp16 compression changes only rounding";
+  // Two local passes of 25 per step on two ranks = one pass of 100 on one rank.
+  CommandResult k = mpirun(2, "train --distributed ring --backward-passes-per-step 2 --epochs 1 "
+                              "--batch-size 25" + common(accumulate.path()));
+  ASSERT_EQ(k.exit_code, 0) << k.output;
+  ASSERT_EQ(single("train --epochs 1 --batch-size 100" + common(accumulate_ref.path())).exit_code, 0);
+  // The 2-rank run deals samples differently from one rank at 100 (rank-major slices of 50), so
+  // compare the step count and the loss, not the weights.
+  EXPECT_EQ(last_metrics(accumulate)["steps"], last_metrics(accumulate_ref)["steps"]);
+}
+
+TEST_F(DistributedCli, WithoutLauncherRunsAsOneRankAndSaysSo) {
+  TempDir out;
+  CommandResult r = single("train --distributed ring --epochs 1" + common(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("running as a single rank"), std::string::npos) << r.output;
+}
+
+TEST_F(DistributedCli, RanksThatDisagreeFailAtStartNamingRankAndField) {
+  TempDir out;
+  const std::string bin = testing::dtrain_binary();
+  const std::string base = " train --distributed ring --epochs 1 --data-dir " + data_.path().string() +
+                           " --output-dir " + out.path().string() + " --threads 1";
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = testing::run_command(
+      kMpirun + "-np 1 " + bin + base + " --first-layer-neurons 32 : -np 1 " + bin + base +
+          " --first-layer-neurons 31 --learning-rate 0.02",
+      120);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 1 vs rank 0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("hidden_sizes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("learning_rate"), std::string::npos) << r.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
+  EXPECT_FALSE(std::filesystem::exists(out / "model")) << "nothing written";
+}
+
+TEST_F(DistributedCli, KilledRankEndsTheJobWithinSixtySeconds) {
+  TempDir out;
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = mpirun(2, "train --distributed ring --epochs 50 --batch-size 10" + common(out.path()),
+                           120, "-x DTRAIN_FAULT_INJECT=kill:1:5");
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("kills itself"), std::string::npos) << r.output;
+  EXPECT_LT(took, std::chrono::seconds(60)) << r.output;
+}
+
+TEST_F(DistributedCli, StalledRankIsNamedThenTheJobAborts) {
+  TempDir out;
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = mpirun(3, "train --distributed ring --epochs 50 --batch-size 10 "
+                              "--stall-warning-seconds 2 --stall-abort-seconds 6" + common(out.path()),
+                           120, "-x DTRAIN_FAULT_INJECT=stall:2:4");
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("waiting for rank(s) 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("stall-abort-seconds"), std::string::npos) << r.output;
+  EXPECT_LT(took, std::chrono::seconds(60)) << r.output;
+}
+
+TEST_F(DistributedCli, NonFiniteGradientOnOneRankIsSkippedByAll) {
+  TempDir out;
+  CommandResult r = mpirun(2, "train --distributed ring --epochs 1 --batch-size 25" + common(out.path()),
+                           120, "-x DTRAIN_FAULT_INJECT=nan:1:3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("every rank skips this step"), std::string::npos) << r.output;
+  EXPECT_EQ(last_metrics(out)["skipped_steps"], 1);
+  EXPECT_TRUE(torch::isfinite(weights(out / "model")).all().item<bool>());
+}
+
+TEST_F(DistributedCli, CheckpointsResumeOnAnotherWorldSize) {
+  TempDir out;
+  ASSERT_EQ(mpirun(2, "train --distributed ring --epochs 1 --checkpoint-every 1 --batch-size 25" +
+                          common(out.path())).exit_code, 0);
+  CommandResult r = mpirun(3, "train --distributed ring --epochs 2 --batch-size 25 --resume-from " +
+                                  (out / "checkpoints").string() + common(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(last_metrics(out)["epoch"], 2);
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(out / "run.json"))["distribution"]["world_size"], 3);
+}
+
+TEST(DistributedMnist, TwoRanksOneEpochReach90Percent) {
+  DTRAIN_REQUIRE_MNIST(mnist);
+  TempDir out;
+  CommandResult r = mpirun(2, "train --distributed ring --epochs 1 --data-dir " + mnist +
+                                  " --output-dir " + out.path().string(), 600);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GE(last_metrics(out)["validation_acc"].get<double>(), 0.90);
+}
+
+}  // namespace
+}  // namespace dtrain

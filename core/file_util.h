@@ -18,4 +18,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
 std::string read_file(const std::filesystem::path& path,
                       std::uint64_t max_bytes = std::uint64_t{1} << 32);
 
+/// Lower-case hex SHA-256 of `bytes` (OpenSSL).
+std::string sha256_hex(std::string_view bytes);
+
 }  // namespace dtrain

@@ -3,12 +3,8 @@
 
 #include <filesystem>
 #include <string>
-#include <string_view>
 
 namespace dtrain::data {
-
-/// Lower-case hex SHA-256 of `bytes`.
-std::string sha256_hex(std::string_view bytes);
 
 struct FetchOptions {
   std::filesystem::path into;  ///< destination folder; gets the four raw IDX files

@@ -3,4 +3,5 @@
 
 #include "models/mlp.h"
 #include "models/model_io.h"
+#include "models/onnx_export.h"
 #include "models/registry.h"

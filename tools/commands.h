@@ -6,5 +6,6 @@ namespace dtrain::cli {
 int train_command(int argc, char** argv);
 int eval_command(int argc, char** argv);
 int data_command(int argc, char** argv);
+int export_command(int argc, char** argv);
 
 }  // namespace dtrain::cli

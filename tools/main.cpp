@@ -23,6 +23,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train       train a model (single process, or distributed)\n"
     "  eval        evaluate a trained model on the MNIST test set\n"
+    "  export      export a checkpoint or model to ONNX\n"
     "  data fetch  get MNIST, verified by SHA-256\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
@@ -44,6 +45,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "train") return dtrain::cli::train_command(argc - 1, argv + 1);
   if (cmd == "eval") return dtrain::cli::eval_command(argc - 1, argv + 1);
   if (cmd == "data") return dtrain::cli::data_command(argc - 1, argv + 1);
+  if (cmd == "export") return dtrain::cli::export_command(argc - 1, argv + 1);
   std::cerr << "dtrain: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

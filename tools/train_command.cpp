@@ -197,6 +197,7 @@ int train_command(int argc, char** argv) {
     const double final_acc = history.empty() ? 0.0 : history.back().validation_acc;
     metrics["final_acc"] = final_acc;
     models::save_model_dir(out / "model", trainer.model(), config, metrics);
+    models::export_onnx(trainer.model(), config, metrics, out / "model" / "model.onnx");
     nlohmann::json run = {
         {"config", config.to_json()},
         {"versions",

@@ -40,7 +40,7 @@ void ConsoleSink::on_epoch(const EpochMetrics& m, const std::vector<EpochMetrics
       "validation_acc {:.4f} ({:.2f} s, {:.0f} samples/s{}{})",
       m.epoch, total_epochs_, m.train_loss, m.train_acc, m.validation_loss, m.validation_acc,
       m.epoch_seconds, m.samples_per_second,
-      m.sync_seconds > 0 ? fmt::format(", {:.2f} s in gradient sync", m.sync_seconds) : "",
+      m.sync_seconds >= 0.005 ? fmt::format(", {:.2f} s in gradient sync", m.sync_seconds) : "",
       m.skipped_steps ? ", " + std::to_string(m.skipped_steps) + " steps skipped" : "");
 }
 

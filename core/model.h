@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -22,6 +23,14 @@ struct Model {
   std::function<torch::Tensor(const torch::Tensor&)> forward;
   /// Architecture description (RunConfig::model_json()) recorded with checkpoints.
   nlohmann::json spec;
+  /// Optional fast path: forward and backward of mean cross-entropy without autograd. Writes
+  /// loss_scale * d(loss)/d(param) into every parameter's grad (adds to it if `accumulate`) and
+  /// returns {loss (unscaled, 0-dim), logits}. Must match the autograd gradients within float
+  /// rounding; the Trainer uses autograd when it is empty.
+  std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor& inputs,
+                                                        const torch::Tensor& targets,
+                                                        double loss_scale, bool accumulate)>
+      train_step;
 };
 
 }  // namespace dtrain

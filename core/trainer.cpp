@@ -7,6 +7,7 @@
 #include <torch/optim/sgd.h>
 
 #include <chrono>
+#include <tuple>
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
@@ -145,10 +146,17 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       const bool group_end =
           (i + 1) % static_cast<size_t>(accumulate) == 0 || i + 1 == batches.size();
       Batch b = train.get(batches[i], device_);
-      if (group_start) optimizer_->zero_grad();
-      auto logits = model_.forward(b.inputs);
-      auto loss = torch::nn::functional::cross_entropy(logits, b.targets);
-      (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
+      torch::Tensor logits, loss;
+      if (model_.train_step) {
+        // Hand-written backward: no autograd graph, gradients overwritten at a group's start.
+        std::tie(loss, logits) = model_.train_step(b.inputs, b.targets,
+                                                   1.0 / static_cast<double>(accumulate), !group_start);
+      } else {
+        if (group_start) optimizer_->zero_grad();
+        logits = model_.forward(b.inputs);
+        loss = torch::nn::functional::cross_entropy(logits, b.targets);
+        (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
+      }
       if (group_end) {
         for (size_t k = 0; k < params.size(); ++k) {
           grads[k] = {params[k].first, params[k].second.mutable_grad()};

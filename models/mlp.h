@@ -28,6 +28,11 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   explicit MlpImpl(MlpOptions options);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
+  /// Forward and backward of mean cross-entropy by hand (no autograd graph, gradients written
+  /// straight into each parameter's grad with GEMMs). See Model::train_step.
+  std::pair<torch::Tensor, torch::Tensor> train_step(const torch::Tensor& x,
+                                                     const torch::Tensor& targets,
+                                                     double loss_scale, bool accumulate);
   void pretty_print(std::ostream& stream) const override;
 
   MlpOptions options;

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/utils.h>
 
 #include "core/errors.h"
@@ -38,6 +39,32 @@ TEST(Mlp, ChildrenAreInForwardOrder) {
   }
   EXPECT_TRUE(torch::allclose(y, mlp->forward(x)));
 }
+
+class HandWrittenBackward : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HandWrittenBackward, MatchesAutograd) {
+  torch::manual_seed(4);
+  Mlp mlp(MlpOptions(12, {9, 7, 5}, 4).activation(GetParam()));
+  auto x = torch::rand({6, 12});
+  auto y = torch::randint(0, 4, {6}, torch::kLong);
+  auto loss = torch::nn::functional::cross_entropy(mlp->forward(x), y) * 0.5;
+  loss.backward();
+  std::vector<torch::Tensor> expected;
+  for (auto& p : mlp->parameters()) expected.push_back(p.grad().clone() * 2);  // scale 0.5 twice
+  // Overwrite (accumulate=false) with scale 0.5, then accumulate another 0.5.
+  auto [hand_loss, logits] = mlp->train_step(x, y, 0.5, false);
+  mlp->train_step(x, y, 0.5, true);
+  EXPECT_NEAR(hand_loss.item<double>(), loss.item<double>() * 2, 1e-6);
+  EXPECT_TRUE(torch::allclose(logits, mlp->forward(x)));
+  auto params = mlp->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(params[i].grad(), expected[i], 1e-5, 1e-6))
+        << mlp->named_parameters().keys()[i];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Activations, HandWrittenBackward,
+                         ::testing::Values("relu", "tanh", "sigmoid"));
 
 TEST(Registry, UnknownModelAndActivationAreConfigErrors) {
   RunConfig c;

@@ -4,3 +4,4 @@
 #include "distributed/allreduce_sync.h"
 #include "distributed/communicator.h"
 #include "distributed/strategy.h"
+#include "distributed/tf_config.h"

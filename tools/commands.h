@@ -7,5 +7,6 @@ int train_command(int argc, char** argv);
 int eval_command(int argc, char** argv);
 int data_command(int argc, char** argv);
 int export_command(int argc, char** argv);
+int cluster_command(int argc, char** argv);
 
 }  // namespace dtrain::cli

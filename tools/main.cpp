@@ -25,6 +25,7 @@ constexpr const char* kUsage =
     "  eval        evaluate a trained model on the MNIST test set\n"
     "  export      export a checkpoint or model to ONNX\n"
     "  data fetch  get MNIST, verified by SHA-256\n"
+    "  cluster check  show the cluster and role TF_CONFIG describes\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
 
@@ -46,6 +47,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "eval") return dtrain::cli::eval_command(argc - 1, argv + 1);
   if (cmd == "data") return dtrain::cli::data_command(argc - 1, argv + 1);
   if (cmd == "export") return dtrain::cli::export_command(argc - 1, argv + 1);
+  if (cmd == "cluster") return dtrain::cli::cluster_command(argc - 1, argv + 1);
   std::cerr << "dtrain: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

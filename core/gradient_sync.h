@@ -44,9 +44,24 @@ class GradientSync {
   /// same parameters and optimizer state.
   virtual void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) {}
 
-  /// Called after backward on every process. Replaces each gradient with the global average.
-  /// Returns false if the step must be skipped on every process (e.g. non-finite gradients).
-  virtual bool synchronize(const NamedTensors& grads) { return true; }
+  /// What the Trainer does after synchronize().
+  enum class Outcome {
+    kApply,    ///< gradients now hold the global average: run the local optimizer step
+    kSkip,     ///< skip this step (every process does; e.g. non-finite gradients)
+    kUpdated,  ///< the parameters were updated elsewhere (parameter server) and copied in
+  };
+
+  /// Called after backward on every process, once per optimizer step.
+  virtual Outcome synchronize(const NamedTensors& grads) { return Outcome::kApply; }
+
+  /// Called on the writer before it saves a checkpoint: brings the local parameters and optimizer
+  /// state up to date with the authoritative copy (a parameter server's). `final`: training is
+  /// over; wait for the other processes to finish first.
+  virtual void gather_state(const NamedTensors& params, torch::optim::Optimizer& optimizer,
+                            bool final) {}
+
+  /// Called by every process after its outputs are written, before it exits.
+  virtual void finish() {}
 
   /// Sums each value across processes (used for metrics). The default returns `values`.
   virtual std::vector<double> sum(std::vector<double> values) { return values; }

@@ -33,13 +33,19 @@ nlohmann::json RunConfig::to_json() const {
           {"compression", compression},
           {"backward_passes_per_step", backward_passes_per_step},
           {"stall_warning_seconds", stall_warning_seconds},
-          {"stall_abort_seconds", stall_abort_seconds}};
+          {"stall_abort_seconds", stall_abort_seconds},
+          {"ps_mode", ps_mode},
+          {"connect_timeout_seconds", connect_timeout_seconds},
+          {"peer_timeout_seconds", peer_timeout_seconds}};
 }
 
 nlohmann::json RunConfig::shared_json() const {
   nlohmann::json j = to_json();
   // Paths and thread counts may differ between hosts; everything else must match.
-  for (const char* local : {"data_dir", "output_dir", "resume_from", "threads", "device"}) j.erase(local);
+  for (const char* local : {"data_dir", "output_dir", "resume_from", "threads", "device",
+                            "connect_timeout_seconds"}) {
+    j.erase(local);
+  }
   return j;
 }
 
@@ -79,6 +85,9 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("backward_passes_per_step", c.backward_passes_per_step);
   get("stall_warning_seconds", c.stall_warning_seconds);
   get("stall_abort_seconds", c.stall_abort_seconds);
+  get("ps_mode", c.ps_mode);
+  get("connect_timeout_seconds", c.connect_timeout_seconds);
+  get("peer_timeout_seconds", c.peer_timeout_seconds);
   return c;
 }
 
@@ -114,6 +123,11 @@ void RunConfig::validate() const {
   if (!std::isfinite(stall_abort_seconds) || stall_abort_seconds < stall_warning_seconds)
     fail("stall-abort-seconds", "seconds >= --stall-warning-seconds",
          std::to_string(stall_abort_seconds));
+  if (ps_mode != "sync" && ps_mode != "async") fail("ps-mode", "sync or async", ps_mode);
+  if (!std::isfinite(connect_timeout_seconds) || connect_timeout_seconds <= 0 || connect_timeout_seconds > 86400)
+    fail("connect-timeout", "seconds in (0, 86400]", std::to_string(connect_timeout_seconds));
+  if (!std::isfinite(peer_timeout_seconds) || peer_timeout_seconds < 1 || peer_timeout_seconds > 86400)
+    fail("peer-timeout", "seconds in [1, 86400]", std::to_string(peer_timeout_seconds));
   if (hidden_sizes.empty()) fail("hidden-sizes", "at least one hidden layer", "none");
   for (int64_t h : hidden_sizes) {
     if (h <= 0 || h > (1 << 20))

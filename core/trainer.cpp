@@ -162,11 +162,11 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
           grads[k] = {params[k].first, params[k].second.mutable_grad()};
         }
         const auto sync_start = Clock::now();
-        const bool apply = sync_->synchronize(grads);
+        const GradientSync::Outcome outcome = sync_->synchronize(grads);
         sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
-        if (apply) {
+        if (outcome == GradientSync::Outcome::kApply) {
           optimizer_->step();
-        } else {
+        } else if (outcome == GradientSync::Outcome::kSkip) {
           ++skipped;
         }
         ++steps;
@@ -202,8 +202,9 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
 
     if (is_writer()) {
       for (auto& sink : sinks_) sink->on_epoch(m, history_);
-      const bool due = config_.checkpoint_every > 0 &&
-                       (epoch % config_.checkpoint_every == 0 || epoch == config_.epochs);
+      const bool last = epoch == config_.epochs;
+      const bool due = config_.checkpoint_every > 0 && (epoch % config_.checkpoint_every == 0 || last);
+      if (due || last) sync_->gather_state(params, *optimizer_, last);
       if (due) spdlog::info("checkpoint written: {}", save_checkpoint().string());
     }
   }

@@ -34,7 +34,7 @@ class AllreduceSync : public GradientSync {
 
   void check_consistent(const nlohmann::json& shared_config) override;
   void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) override;
-  bool synchronize(const NamedTensors& grads) override;
+  Outcome synchronize(const NamedTensors& grads) override;
   std::vector<double> sum(std::vector<double> values) override;
   nlohmann::json describe() const override;
 

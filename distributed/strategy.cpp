@@ -3,17 +3,69 @@
 #include <spdlog/spdlog.h>
 
 #include "core/errors.h"
+#include "core/logging.h"
 #include "distributed/allreduce_sync.h"
 #include "distributed/backend/mpi/mpi_communicator.h"
 #include "distributed/backend/nccl/nccl_communicator.h"
+#include "distributed/ps/ps_server.h"
+#include "distributed/ps/ps_sync.h"
+#include "distributed/tf_config.h"
+
+#include <cstdlib>
 
 namespace dtrain::distributed {
 
+namespace {
+
+TfConfig ps_cluster() {
+  TfConfig c = TfConfig::from_environment();
+  c.require_parameter_server_cluster();
+  return c;
+}
+
+std::string cluster_token() {
+  const char* token = std::getenv("DTRAIN_CLUSTER_TOKEN");
+  return token != nullptr ? token : "";
+}
+
+}  // namespace
+
+std::optional<int> serve_if_parameter_server(const RunConfig& config) {
+  if (config.distributed != "ps") return std::nullopt;
+  const TfConfig c = ps_cluster();
+  if (c.task_type != "ps") return std::nullopt;
+  ps::ServerOptions o;
+  o.task = "ps:" + std::to_string(c.task_index);
+  o.address = c.address();
+  o.token = cluster_token();
+  o.sync = config.ps_mode == "sync";
+  o.peer_timeout_seconds = config.peer_timeout_seconds;
+  o.init_timeout_seconds = config.connect_timeout_seconds * 2;
+  setup_logging(o.task);
+  return ps::serve(o);
+}
+
 std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config, const torch::Device& device) {
   if (config.distributed == "none") return std::make_unique<GradientSync>();
+  if (config.distributed == "ps") {
+    ps::PsSyncOptions o;
+    o.cluster = ps_cluster();
+    if (o.cluster.task_type == "evaluator") {
+      throw ConfigError("TF_CONFIG: task type 'evaluator' is not supported by dtrain train (the "
+                        "chief evaluates every epoch; use dtrain eval on its checkpoints)");
+    }
+    if (device.is_cuda()) spdlog::warn("parameter-server training moves values through the CPU");
+    o.sync = config.ps_mode == "sync";
+    o.token = cluster_token();
+    o.connect_timeout_seconds = config.connect_timeout_seconds;
+    o.peer_timeout_seconds = config.peer_timeout_seconds;
+    o.optimizer = {{"optimizer", config.optimizer}, {"learning_rate", config.learning_rate},
+                   {"momentum", config.momentum}, {"weight_decay", config.weight_decay}};
+    o.fault = FaultInjection::from_environment();
+    return std::make_unique<ps::PsSync>(std::move(o));
+  }
   if (config.distributed != "ring") {
-    throw ConfigError("--distributed: '" + config.distributed +
-                      "' is not available in this build (expected none or ring)");
+    throw ConfigError("--distributed: expected none, ring or ps, got '" + config.distributed + "'");
   }
   AllreduceSyncOptions options;
   options.fusion_threshold_mb = config.fusion_threshold_mb;

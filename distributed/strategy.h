@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include <torch/types.h>
 
@@ -10,11 +11,16 @@
 
 namespace dtrain::distributed {
 
-/// "none": a single process. "ring": allreduce data parallelism over MPI (our ring or
+/// "none": a single process. "ps": a worker or the chief of a parameter-server cluster
+/// (TF_CONFIG). "ring": allreduce data parallelism over MPI (our ring or
 /// MPI_Allreduce per --allreduce), or NCCL when training on CUDA and the build has it; without an
 /// MPI launcher it runs as a single rank and says so. Throws ConfigError for what this build
 /// cannot do.
 std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config, const torch::Device& device);
+
+/// With --distributed ps and TF_CONFIG naming a ps task: serves as that parameter server until
+/// the chief shuts it down and returns the exit code. Otherwise returns nullopt (train).
+std::optional<int> serve_if_parameter_server(const RunConfig& config);
 
 /// Called by main() on a fatal error: if this process is one rank of several, ends the whole job
 /// with `exit_code` (so no peer waits forever); otherwise returns.

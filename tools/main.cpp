@@ -26,6 +26,7 @@ constexpr const char* kUsage =
     "  export      export a checkpoint or model to ONNX\n"
     "  data fetch  get MNIST, verified by SHA-256\n"
     "  cluster check  show the cluster and role TF_CONFIG describes\n"
+    "  cluster run    start a parameter-server cluster on 127.0.0.1\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
 

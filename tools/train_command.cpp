@@ -72,7 +72,8 @@ void add_train_flags(cxxopts::Options& o) {
        cxxopts::value<std::string>()->default_value(std::to_string(d.checkpoint_every)))
       ("resume-from", "checkpoint file, or folder (newest inside), to continue from",
        cxxopts::value<std::string>())
-      ("distributed", "none, or ring (data parallel under mpirun: Horovod-style allreduce)",
+      ("distributed", "none; ring (data parallel under mpirun: Horovod-style allreduce); ps "
+       "(parameter servers and workers from TF_CONFIG)",
        cxxopts::value<std::string>()->default_value(d.distributed))
       ("allreduce", "ring (ours) or mpi (the MPI library's MPI_Allreduce)",
        cxxopts::value<std::string>()->default_value(d.allreduce))
@@ -86,6 +87,12 @@ void add_train_flags(cxxopts::Options& o) {
        cxxopts::value<std::string>()->default_value("60"))
       ("stall-abort-seconds", "abort the job when a collective stalls this long",
        cxxopts::value<std::string>()->default_value("600"))
+      ("ps-mode", "sync (average one gradient per worker per step) or async (apply on arrival)",
+       cxxopts::value<std::string>()->default_value(d.ps_mode))
+      ("connect-timeout", "seconds a worker waits for the parameter servers",
+       cxxopts::value<std::string>()->default_value("120"))
+      ("peer-timeout", "seconds after which a silent ps or worker is declared dead",
+       cxxopts::value<std::string>()->default_value("30"))
       ("h,help", "show this help");
 }
 
@@ -128,6 +135,9 @@ RunConfig config_from(const cxxopts::ParseResult& r) {
   c.backward_passes_per_step = int_flag(r, "backward-passes-per-step");
   c.stall_warning_seconds = double_flag(r, "stall-warning-seconds");
   c.stall_abort_seconds = double_flag(r, "stall-abort-seconds");
+  c.ps_mode = r["ps-mode"].as<std::string>();
+  c.connect_timeout_seconds = double_flag(r, "connect-timeout");
+  c.peer_timeout_seconds = double_flag(r, "peer-timeout");
   c.validate();
   return c;
 }
@@ -155,10 +165,13 @@ int train_command(int argc, char** argv) {
   if (!parse_or_help(options, argc, argv, r)) return 0;
   RunConfig config = config_from(r);
 
+  if (auto code = distributed::serve_if_parameter_server(config)) return *code;
   const auto t0 = std::chrono::steady_clock::now();
   const torch::Device device = pick_device(config.device);
   auto sync = distributed::make_gradient_sync(config, device);
-  if (sync->world_size() > 1) {
+  if (config.distributed == "ps") {
+    setup_logging(sync->describe().value("task", "worker"));
+  } else if (sync->world_size() > 1) {
     setup_logging("rank " + std::to_string(sync->rank()) + "/" + std::to_string(sync->world_size()));
   }
   const int threads = configure_threads(config.threads, sync->local_size());
@@ -214,6 +227,7 @@ int train_command(int argc, char** argv) {
     spdlog::info("done in {:.1f} s: validation accuracy {:.4f}; model in {}", total, final_acc,
                  (out / "model").string());
   }
+  sync->finish();
   return 0;
 }
 

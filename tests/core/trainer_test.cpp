@@ -98,7 +98,7 @@ TEST(Trainer, ResumeRejectsOtherArchitectureAndOptimizer) {
 
 TEST(Trainer, SyncThatSkipsStepsLeavesWeightsAlone) {
   struct SkipAll : GradientSync {
-    bool synchronize(const NamedTensors&) override { return false; }
+    Outcome synchronize(const NamedTensors&) override { return Outcome::kSkip; }
   } skip;
   TempDir dir;
   RunConfig c = small_config(dir.path(), "sgd");

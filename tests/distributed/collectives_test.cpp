@@ -131,11 +131,11 @@ TEST(Negotiation, AgreeingGradientsAreAveragedAndNaNSkipsEverywhere) {
   const int n = comm().size();
   NamedTensors grads = {{"w", torch::full({3, 3}, static_cast<float>(comm().rank()))},
                         {"b", torch::full({3}, 1.0f)}};
-  EXPECT_TRUE(sync.synchronize(grads));
+  EXPECT_EQ(sync.synchronize(grads), GradientSync::Outcome::kApply);
   EXPECT_TRUE(torch::allclose(grads[0].second, torch::full({3, 3}, (n - 1) / 2.0f)));
   EXPECT_TRUE(torch::allclose(grads[1].second, torch::full({3}, 1.0f)));
   if (comm().rank() == n - 1) grads[1].second[2] = std::numeric_limits<float>::infinity();
-  EXPECT_FALSE(sync.synchronize(grads)) << "every rank must skip";
+  EXPECT_EQ(sync.synchronize(grads), GradientSync::Outcome::kSkip) << "every rank must skip";
 }
 
 }  // namespace

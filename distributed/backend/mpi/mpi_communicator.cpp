@@ -12,6 +12,7 @@
 
 #include "core/errors.h"
 #include "distributed/backend/mpi/mpi_check.h"
+#include "distributed/detail.h"
 
 namespace dtrain::distributed {
 
@@ -129,34 +130,6 @@ void wait_with_stall_check(std::vector<MPI_Request>& reqs, const std::function<i
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
-}
-
-std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref, const std::string& prefix) {
-  std::string out;
-  auto add = [&](const std::string& key, const nlohmann::json& a, const nlohmann::json& b) {
-    if (!out.empty()) out += "; ";
-    out += prefix + key + ": " + (a.is_null() ? "missing" : a.dump()) + " vs " +
-           (b.is_null() ? "missing" : b.dump());
-  };
-  if (!mine.is_object() || !ref.is_object()) {
-    if (mine != ref) add("value", mine, ref);
-    return out;
-  }
-  std::vector<std::string> keys;
-  for (auto it = ref.begin(); it != ref.end(); ++it) keys.push_back(it.key());
-  for (auto it = mine.begin(); it != mine.end(); ++it)
-    if (!ref.contains(it.key())) keys.push_back(it.key());
-  for (const auto& k : keys) {
-    const nlohmann::json a = mine.value(k, nlohmann::json()), b = ref.value(k, nlohmann::json());
-    if (a == b) continue;
-    if (a.is_object() && b.is_object()) {
-      const std::string sub = diff_json(a, b, prefix + k + ".");
-      if (!sub.empty()) out += (out.empty() ? "" : "; ") + sub;
-    } else {
-      add(k, a, b);
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -396,7 +369,7 @@ std::string MpiCommunicator::gather_mismatch(const std::string& mine, const std:
     for (int r = 1; r < size_; ++r) {
       const auto j = parse(all.substr(static_cast<size_t>(displs[static_cast<size_t>(r)]),
                                       static_cast<size_t>(lens[static_cast<size_t>(r)])));
-      const std::string d = diff_json(j, ref, "");
+      const std::string d = detail::diff_json(j, ref, "");
       if (!d.empty()) message += "\n  rank " + std::to_string(r) + " vs rank 0: " + d;
     }
     if (message.empty()) message = "\n  (signatures differ but descriptions match)";

@@ -1,0 +1,18 @@
+// Helpers shared by the distribution strategies (internal).
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+namespace dtrain::distributed::detail {
+
+/// True if no element is NaN or Inf (integer tensors: always). One pass over the bits.
+bool all_finite(const torch::Tensor& t);
+
+/// "key: mine vs ref; ..." for every field where two JSON objects differ (nested objects
+/// recursively, keys prefixed with `prefix`); empty if equal.
+std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref, const std::string& prefix);
+
+}  // namespace dtrain::distributed::detail

@@ -1,0 +1,328 @@
+#include "distributed/ps/ps_server.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/optim/optimizer.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "core/errors.h"
+#include "distributed/detail.h"
+#include "distributed/ps/optimizer_state.h"
+#include "distributed/ps/ps_common.h"
+
+namespace dtrain::distributed::ps {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using grpc::ServerContext;
+using grpc::Status;
+using grpc::StatusCode;
+
+class Service final : public ParameterServer::Service {
+ public:
+  explicit Service(ServerOptions o) : o_(std::move(o)), started_(Clock::now()) {}
+
+  // --- RPCs -------------------------------------------------------------------------------------
+
+  Status Init(ServerContext* ctx, const InitRequest* req, InitReply*) override {
+    if (auto s = admit(ctx, "chief"); !s.ok()) return s;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (initialized_) {
+      if (req->total() == total_ && req->begin() == begin_ && req->end() == end_) return Status::OK;
+      return {StatusCode::FAILED_PRECONDITION, o_.task + " is already initialised with another layout"};
+    }
+    if (req->total() <= 0 || req->begin() < 0 || req->end() < req->begin() || req->end() > req->total() ||
+        req->training_tasks() <= 0 || req->training_tasks() > 100000) {
+      return {StatusCode::INVALID_ARGUMENT, o_.task + ": Init with an impossible layout"};
+    }
+    try {
+      total_ = req->total();
+      begin_ = req->begin();
+      end_ = req->end();
+      shard_ = from_bytes(req->values(), end_ - begin_, "Init values");
+      opt_ = make_optimizer(nlohmann::json::parse(req->optimizer_config()), {shard_});
+      if (!req->optimizer_slots().empty()) {
+        FlatOptimizerState st;
+        st.step = req->optimizer_step();
+        for (const auto& [name, bytes] : req->optimizer_slots()) {
+          st.slots[name] = from_bytes(bytes, end_ - begin_, "Init optimizer slot " + name);
+        }
+        unflatten_state(*opt_, {shard_}, st);
+      }
+    } catch (const std::exception& e) {
+      return {StatusCode::INVALID_ARGUMENT, o_.task + ": bad Init: " + e.what()};
+    }
+    run_config_ = req->run_config();
+    training_tasks_ = req->training_tasks();
+    version_ = sync_step_ = req->step();
+    initialized_ = true;
+    spdlog::info("{}: holds values [{}, {}) of {}, {} training task(s), {} mode, from step {}", o_.task,
+                 begin_, end_, total_, training_tasks_, o_.sync ? "sync" : "async", sync_step_);
+    cv_.notify_all();
+    return Status::OK;
+  }
+
+  Status Register(ServerContext* ctx, const RegisterRequest* req, RegisterReply* rep) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (auto s = wait(lock, [&] { return initialized_; }, "waiting for the chief's Init"); !s.ok()) return s;
+    if (req->run_config() != run_config_) {
+      const auto mine = nlohmann::json::parse(req->run_config(), nullptr, false);
+      const auto ref = nlohmann::json::parse(run_config_, nullptr, false);
+      return {StatusCode::FAILED_PRECONDITION,
+              req->task() + " disagrees with the chief (" + req->task() + "'s value vs the chief's): " +
+                  detail::diff_json(mine, ref, "")};
+    }
+    registered_.insert(req->task());
+    rep->set_total(total_);
+    rep->set_begin(begin_);
+    rep->set_end(end_);
+    return Status::OK;
+  }
+
+  Status Pull(ServerContext* ctx, const PullRequest* req, PullReply* rep) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (auto s = wait(lock, [&] { return initialized_; }, "waiting for the chief's Init"); !s.ok()) return s;
+    to_slice(shard_, begin_, rep->mutable_slice());
+    rep->set_version(version_);
+    return Status::OK;
+  }
+
+  Status Push(ServerContext* ctx, const PushRequest* req, PushReply* rep) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!initialized_ || !registered_.count(req->task())) {
+      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed before registering with " + o_.task};
+    }
+    torch::Tensor g;
+    try {
+      g = from_slice(req->gradient(), begin_, end_ - begin_, req->task() + "'s gradient to " + o_.task);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}: rejected a push from {}: {}", o_.task, req->task(), e.what());
+      return {StatusCode::INVALID_ARGUMENT, e.what()};
+    }
+    if (!o_.sync) {  // async: apply on arrival, record how stale the gradient was
+      ++staleness_[version_ - req->pulled_version()];
+      const bool finite = detail::all_finite(g);
+      if (finite) apply(g);
+      ++version_;
+      rep->set_skipped(!finite);
+      to_slice(shard_, begin_, rep->mutable_slice());
+      rep->set_version(version_);
+      return Status::OK;
+    }
+    const int64_t step = req->step();
+    if (step != sync_step_ + 1) {
+      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed step " + std::to_string(step) +
+                                                   " but " + o_.task + " is at step " +
+                                                   std::to_string(sync_step_ + 1)};
+    }
+    if (!pushed_.insert(req->task()).second) {
+      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed step " + std::to_string(step) + " twice"};
+    }
+    grad_sum_ = grad_sum_.defined() ? grad_sum_.add_(g) : g;
+    if (static_cast<int>(pushed_.size()) == training_tasks_) {
+      torch::Tensor avg = grad_sum_.div_(training_tasks_);
+      last_skipped_ = !detail::all_finite(avg);
+      if (last_skipped_) {
+        spdlog::warn("{}: step {}: NaN/Inf in the averaged gradient; every worker skips it", o_.task, step);
+      } else {
+        apply(avg);
+      }
+      grad_sum_ = torch::Tensor();
+      pushed_.clear();
+      sync_step_ = version_ = step;
+      cv_.notify_all();
+    } else if (auto s = wait(lock, [&] { return sync_step_ >= step; },
+                             "step " + std::to_string(step) + " waiting for " + missing_pushers());
+               !s.ok()) {
+      return s;
+    }
+    rep->set_skipped(last_skipped_);
+    to_slice(shard_, begin_, rep->mutable_slice());
+    rep->set_version(version_);
+    return Status::OK;
+  }
+
+  Status Reduce(ServerContext* ctx, const ReduceRequest* req, ReduceReply* rep) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!initialized_) return {StatusCode::FAILED_PRECONDITION, "Reduce before Init"};
+    auto& r = reduce_[req->key()];
+    if (r.sums.empty()) r.sums.assign(static_cast<size_t>(req->values_size()), 0.0);
+    if (r.sums.size() != static_cast<size_t>(req->values_size()) || req->values_size() > 1024) {
+      return {StatusCode::INVALID_ARGUMENT, req->task() + ": Reduce '" + req->key() + "' with another length"};
+    }
+    for (int i = 0; i < req->values_size(); ++i) r.sums[static_cast<size_t>(i)] += req->values(i);
+    if (++r.count == training_tasks_) cv_.notify_all();
+    if (auto s = wait(lock, [&] { return r.count >= training_tasks_; }, "reduce '" + req->key() + "'"); !s.ok()) {
+      return s;
+    }
+    for (double v : r.sums) rep->add_sums(v);
+    if (++r.readers == training_tasks_) reduce_.erase(req->key());
+    return Status::OK;
+  }
+
+  Status GetState(ServerContext* ctx, const StateRequest* req, StateReply* rep) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!initialized_) return {StatusCode::FAILED_PRECONDITION, "GetState before Init"};
+    if (req->wait_for_workers()) {
+      auto others_done = [&] {
+        for (const auto& t : registered_) if (t != req->task() && !done_.count(t)) return false;
+        return true;
+      };
+      if (auto s = wait(lock, others_done, "waiting for workers to finish"); !s.ok()) return s;
+    }
+    to_slice(shard_, begin_, rep->mutable_slice());
+    const FlatOptimizerState st = flatten_state(*opt_, {shard_});
+    for (const auto& [name, t] : st.slots) (*rep->mutable_optimizer_slots())[name] = to_bytes(t);
+    rep->set_optimizer_step(st.step);
+    rep->set_version(version_);
+    for (const auto& [k, v] : staleness_) (*rep->mutable_staleness_histogram())[k] = v;
+    return Status::OK;
+  }
+
+  Status Done(ServerContext* ctx, const DoneRequest* req, DoneReply*) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::lock_guard<std::mutex> lock(mu_);
+    done_.insert(req->task());
+    cv_.notify_all();
+    return Status::OK;
+  }
+
+  Status Heartbeat(ServerContext* ctx, const HeartbeatRequest* req, HeartbeatReply*) override {
+    return admit(ctx, req->task());
+  }
+
+  Status Shutdown(ServerContext* ctx, const ShutdownRequest* req, ShutdownReply*) override {
+    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
+    std::lock_guard<std::mutex> lock(mu_);
+    spdlog::info("{}: shutdown requested by {}", o_.task, req->task());
+    shutdown_ = true;
+    cv_.notify_all();
+    return Status::OK;
+  }
+
+  // --- lifecycle (main thread) --------------------------------------------------------------------
+
+  /// Returns "" on shutdown, else why the server must fail.
+  std::string watch() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!shutdown_ && failure_.empty()) {
+      cv_.wait_for(lock, std::chrono::milliseconds(500));
+      const auto now = Clock::now();
+      if (!initialized_ && now - started_ > seconds(o_.init_timeout_seconds)) {
+        failure_ = o_.task + ": no Init from the chief within " + std::to_string(static_cast<int>(o_.init_timeout_seconds)) + " s";
+      }
+      for (const auto& t : registered_) {
+        if (done_.count(t)) continue;
+        const double silent = std::chrono::duration<double>(now - last_seen_[t]).count();
+        if (silent > o_.peer_timeout_seconds) {
+          failure_ = t + " has not been heard from for " + std::to_string(static_cast<int>(silent)) +
+                     " s (died or hung); " + o_.task + " gives up";
+          break;
+        }
+      }
+    }
+    cv_.notify_all();  // wake blocked calls: they fail with failure_
+    return failure_;
+  }
+
+ private:
+  static Clock::duration seconds(double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+
+  // Authenticates the call (DTRAIN_CLUSTER_TOKEN) and records that `task` is alive.
+  Status admit(ServerContext* ctx, const std::string& task) {
+    if (!o_.token.empty()) {
+      const auto& md = ctx->client_metadata();
+      auto it = md.find(kTokenKey);
+      const bool ok = it != md.end() && it->second.size() == o_.token.size() &&
+                      std::equal(it->second.begin(), it->second.end(), o_.token.begin());
+      if (!ok) {
+        spdlog::warn("{}: rejected a call from {} ({}): missing or wrong cluster token", o_.task, ctx->peer(),
+                     task.empty() ? "?" : task);
+        return {StatusCode::UNAUTHENTICATED, o_.task + ": missing or wrong DTRAIN_CLUSTER_TOKEN"};
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    last_seen_[task] = Clock::now();
+    return Status::OK;
+  }
+
+  template <typename Pred>
+  Status wait(std::unique_lock<std::mutex>& lock, Pred ready, const std::string& what) {
+    const auto deadline = Clock::now() + seconds(std::max(o_.peer_timeout_seconds * 2, 10.0));
+    while (!ready()) {
+      if (!failure_.empty()) return {StatusCode::ABORTED, failure_};
+      if (shutdown_) return {StatusCode::ABORTED, o_.task + " is shutting down"};
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && !ready()) {
+        return {StatusCode::DEADLINE_EXCEEDED, o_.task + ": timed out " + what};
+      }
+    }
+    return Status::OK;
+  }
+
+  std::string missing_pushers() const {
+    std::string s;
+    for (const auto& t : registered_) if (!pushed_.count(t)) s += (s.empty() ? "" : ", ") + t;
+    return s.empty() ? "other workers" : s;
+  }
+
+  void apply(const torch::Tensor& grad) {
+    shard_.mutable_grad() = grad;
+    opt_->step();
+  }
+
+  ServerOptions o_;
+  Clock::time_point started_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool initialized_ = false, shutdown_ = false, last_skipped_ = false;
+  std::string failure_, run_config_;
+  int64_t total_ = 0, begin_ = 0, end_ = 0, version_ = 0, sync_step_ = 0;
+  int training_tasks_ = 0;
+  torch::Tensor shard_, grad_sum_;
+  std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::set<std::string> registered_, done_, pushed_;
+  std::map<std::string, Clock::time_point> last_seen_;
+  std::map<int64_t, int64_t> staleness_;
+  struct Pending {
+    std::vector<double> sums;
+    int count = 0, readers = 0;
+  };
+  std::map<std::string, Pending> reduce_;
+};
+
+}  // namespace
+
+int serve(const ServerOptions& options) {
+  Service service(options);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    throw CommError(options.task + ": cannot listen on " + options.address +
+                    " (address in use, or not an address of this host)");
+  }
+  spdlog::info("{}: serving on {}{}", options.task, options.address,
+               options.token.empty() ? "" : " (cluster token required)");
+  const std::string failure = service.watch();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (!failure.empty()) throw CommError(failure);
+  return 0;
+}
+
+}  // namespace dtrain::distributed::ps

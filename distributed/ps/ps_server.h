@@ -1,0 +1,25 @@
+// The parameter server task: holds one range of the model's flat parameter vector, runs the
+// optimizer on it, and serves workers over gRPC.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dtrain::distributed::ps {
+
+struct ServerOptions {
+  std::string task = "ps:0";        ///< this task's name, for messages
+  std::string address;              ///< host:port from TF_CONFIG; bound exactly (not 0.0.0.0)
+  std::string token;                ///< DTRAIN_CLUSTER_TOKEN; empty: no authentication
+  bool sync = true;                 ///< --ps-mode sync (average one push per task) or async
+  double peer_timeout_seconds = 30; ///< a registered task silent this long is declared dead
+  double init_timeout_seconds = 300;///< how long to wait for the chief's Init
+  int64_t max_message_bytes = int64_t{256} << 20;
+};
+
+/// Serves until the chief sends Shutdown (returns 0). Throws CommError if the address cannot be
+/// bound, the chief never initialises the server, or a training task falls silent (its peers'
+/// pending calls fail with a message naming it).
+int serve(const ServerOptions& options);
+
+}  // namespace dtrain::distributed::ps

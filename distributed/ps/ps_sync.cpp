@@ -1,0 +1,322 @@
+#include "distributed/ps/ps_sync.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/optim/optimizer.h>
+
+#include <chrono>
+#include <csignal>
+#include <limits>
+
+#include "core/errors.h"
+#include "distributed/ps/optimizer_state.h"
+#include "distributed/ps/ps_common.h"
+
+namespace dtrain::distributed::ps {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string state_text(grpc_connectivity_state s) {
+  switch (s) {
+    case GRPC_CHANNEL_IDLE: return "idle";
+    case GRPC_CHANNEL_CONNECTING: return "connecting";
+    case GRPC_CHANNEL_READY: return "ready";
+    case GRPC_CHANNEL_TRANSIENT_FAILURE: return "connection refused or unreachable";
+    case GRPC_CHANNEL_SHUTDOWN: return "shut down";
+  }
+  return "unknown";
+}
+
+std::string host_of(const TaskAddress& a) { return a.host; }
+
+torch::Tensor flatten(const NamedTensors& tensors) {
+  std::vector<torch::Tensor> parts;
+  for (const auto& [name, t] : tensors) parts.push_back(t.detach().reshape(-1).to(torch::kCPU, torch::kFloat));
+  return torch::cat(parts);
+}
+
+}  // namespace
+
+struct PsSync::Peer {
+  std::string name, address;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<ParameterServer::Stub> stub;
+};
+
+PsSync::PsSync(PsSyncOptions options) : options_(std::move(options)) {
+  const TfConfig& c = options_.cluster;
+  task_ = c.task_type + ":" + std::to_string(c.task_index);
+  const bool has_chief = c.num_tasks("chief") > 0;
+  world_ = c.num_tasks("worker") + (has_chief ? 1 : 0);
+  if (c.task_type == "chief") {
+    rank_ = 0;
+  } else {
+    rank_ = has_chief ? 1 : 0;
+    for (const auto& [index, address] : c.cluster.at("worker")) {
+      if (index == c.task_index) break;
+      ++rank_;
+    }
+  }
+  const std::string my_host = host_of(c.cluster.at(c.task_type).at(c.task_index));
+  local_size_ = 0;
+  for (const auto& [job, tasks] : c.cluster) {
+    if (job == "ps" || job == "evaluator") continue;
+    for (const auto& [i, a] : tasks) local_size_ += host_of(a) == my_host;
+  }
+  local_size_ = std::max(1, local_size_);
+  connect();
+  heartbeat_ = std::thread([this] {
+    while (!stop_) {
+      for (auto& p : peers_) {
+        grpc::ClientContext ctx;
+        if (!options_.token.empty()) ctx.AddMetadata(kTokenKey, options_.token);
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        HeartbeatRequest req;
+        req.set_task(task_);
+        HeartbeatReply rep;
+        p->stub->Heartbeat(&ctx, req, &rep);  // failures surface on the training calls
+      }
+      for (int i = 0; i < 20 && !stop_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+}
+
+PsSync::~PsSync() {
+  stop_ = true;
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+void PsSync::connect() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(options_.connect_timeout_seconds));
+  for (const auto& [index, address] : options_.cluster.cluster.at("ps")) {
+    auto peer = std::make_unique<Peer>();
+    peer->name = "ps:" + std::to_string(index);
+    peer->address = address.text();
+    peer->channel = grpc::CreateCustomChannel(peer->address, grpc::InsecureChannelCredentials(), args);
+    auto next_log = Clock::now() + std::chrono::seconds(2);
+    while (!peer->channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::milliseconds(500))) {
+      const auto state = peer->channel->GetState(true);
+      if (Clock::now() > deadline) {
+        throw CommError(task_ + ": " + peer->name + " at " + peer->address + " — " + state_text(state) +
+                        "; gave up after --connect-timeout " +
+                        std::to_string(static_cast<int>(options_.connect_timeout_seconds)) + " s");
+      }
+      if (Clock::now() > next_log) {
+        spdlog::warn("{} at {} — {}, retrying", peer->name, peer->address, state_text(state));
+        next_log = Clock::now() + std::chrono::seconds(5);
+      }
+    }
+    peer->stub = ParameterServer::NewStub(peer->channel);
+    peers_.push_back(std::move(peer));
+  }
+}
+
+// Runs one RPC with the token and a deadline; failures become CommError (ConfigError when the
+// ps rejects our configuration) naming the peer.
+template <typename Req, typename Rep, typename Method>
+static void call(const std::string& task, const std::string& token, double timeout_seconds,
+                 const std::string& peer, const std::string& address, const char* what, Method method,
+                 const Req& req, Rep* rep) {
+  grpc::ClientContext ctx;
+  if (!token.empty()) ctx.AddMetadata(kTokenKey, token);
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+  const grpc::Status s = method(&ctx, req, rep);
+  if (s.ok()) return;
+  const std::string msg = task + ": " + what + " on " + peer + " at " + address + " failed (" +
+                          std::to_string(static_cast<int>(s.error_code())) + "): " + s.error_message();
+  if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+      s.error_message().find("disagrees") != std::string::npos) {
+    throw ConfigError(msg);
+  }
+  throw CommError(msg);
+}
+
+#define PS_CALL(peer, what, rpc, req, rep)                                                       \
+  call(task_, options_.token, options_.peer_timeout_seconds * 2 + 30, (peer).name, (peer).address, \
+       what,                                                                                     \
+       [&](grpc::ClientContext* c, const auto& q, auto* r) { return (peer).stub->rpc(c, q, r); }, \
+       req, rep)
+
+void PsSync::check_consistent(const nlohmann::json& shared_config) { shared_config_ = shared_config.dump(); }
+
+void PsSync::write_params(const NamedTensors& params) const {
+  torch::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (const auto& [name, p] : params) {
+    p.copy_(flat_.narrow(0, offset, p.numel()).view(p.sizes()));
+    offset += p.numel();
+  }
+}
+
+void PsSync::broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) {
+  params_ = params;
+  flat_ = flatten(params);
+  ranges_ = partition(flat_.numel(), static_cast<int>(peers_.size()));
+  versions_.assign(peers_.size(), 0);
+  if (options_.cluster.is_chief()) {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& [name, p] : params) tensors.push_back(p);
+    const FlatOptimizerState state = flatten_state(optimizer, tensors);
+    nlohmann::json opt = options_.optimizer;
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      const auto [b, e] = ranges_[i];
+      InitRequest req;
+      req.set_total(flat_.numel());
+      req.set_begin(b);
+      req.set_end(e);
+      req.set_values(to_bytes(flat_.narrow(0, b, e - b)));
+      req.set_optimizer_config(opt.dump());
+      for (const auto& [slot, t] : state.slots) (*req.mutable_optimizer_slots())[slot] = to_bytes(t.narrow(0, b, e - b));
+      req.set_optimizer_step(state.step);
+      req.set_training_tasks(world_);
+      req.set_run_config(shared_config_);
+      InitReply rep;
+      PS_CALL(*peers_[i], "Init", Init, req, &rep);
+    }
+  }
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    RegisterRequest reg;
+    reg.set_task(task_);
+    reg.set_rank(rank_);
+    reg.set_run_config(shared_config_);
+    RegisterReply reg_rep;
+    PS_CALL(*peers_[i], "Register", Register, reg, &reg_rep);
+    if (reg_rep.total() != flat_.numel() || reg_rep.begin() != ranges_[i].first || reg_rep.end() != ranges_[i].second) {
+      throw ConfigError(task_ + ": " + peers_[i]->name + " holds [" + std::to_string(reg_rep.begin()) + ", " +
+                        std::to_string(reg_rep.end()) + ") of " + std::to_string(reg_rep.total()) +
+                        " values but this model partitions to [" + std::to_string(ranges_[i].first) + ", " +
+                        std::to_string(ranges_[i].second) + ") of " + std::to_string(flat_.numel()));
+    }
+    PullRequest pull;
+    pull.set_task(task_);
+    PullReply rep;
+    PS_CALL(*peers_[i], "Pull", Pull, pull, &rep);
+    const auto [b, e] = ranges_[i];
+    try {
+      flat_.narrow(0, b, e - b).copy_(from_slice(rep.slice(), b, e - b, peers_[i]->name + " values"));
+    } catch (const std::invalid_argument& ex) {
+      throw CommError(task_ + ": " + ex.what());
+    }
+    versions_[i] = rep.version();
+  }
+  write_params(params);
+  if (options_.cluster.is_chief()) {
+    spdlog::info("parameter servers: {} holding {} values, {} training task(s), {} mode", peers_.size(),
+                 flat_.numel(), world_, options_.sync ? "sync" : "async");
+  }
+}
+
+GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
+  ++step_;
+  if (options_.fault.fires(rank_, step_)) {
+    if (options_.fault.kind == FaultInjection::Kind::kKill) {
+      spdlog::error("DTRAIN_FAULT_INJECT: {} kills itself at step {}", task_, step_);
+      std::raise(SIGKILL);
+    }
+    if (options_.fault.kind == FaultInjection::Kind::kNan) {
+      grads.front().second.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+    }
+  }
+  const torch::Tensor g = flatten(grads);
+  bool skipped = false;
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    const auto [b, e] = ranges_[i];
+    PushRequest req;
+    req.set_task(task_);
+    req.set_step(step_);
+    req.set_pulled_version(versions_[i]);
+    to_slice(g.narrow(0, b, e - b), b, req.mutable_gradient());
+    PushReply rep;
+    PS_CALL(*peers_[i], "Push", Push, req, &rep);
+    try {
+      flat_.narrow(0, b, e - b).copy_(from_slice(rep.slice(), b, e - b, peers_[i]->name + " values"));
+    } catch (const std::invalid_argument& ex) {
+      throw CommError(task_ + ": " + ex.what());
+    }
+    versions_[i] = rep.version();
+    skipped = skipped || rep.skipped();
+  }
+  write_params(params_);
+  if (skipped && rank_ == 0) spdlog::warn("step {}: NaN/Inf in the averaged gradient; the step was skipped", step_);
+  return skipped ? Outcome::kSkip : Outcome::kUpdated;
+}
+
+std::vector<double> PsSync::sum(std::vector<double> values) {
+  ReduceRequest req;
+  req.set_task(task_);
+  req.set_key("reduce-" + std::to_string(++reduce_count_));
+  for (double v : values) req.add_values(v);
+  ReduceReply rep;
+  PS_CALL(*peers_[0], "Reduce", Reduce, req, &rep);
+  if (rep.sums_size() != static_cast<int>(values.size())) throw CommError(task_ + ": Reduce returned the wrong length");
+  for (size_t i = 0; i < values.size(); ++i) values[i] = rep.sums(static_cast<int>(i));
+  return values;
+}
+
+void PsSync::gather_state(const NamedTensors& params, torch::optim::Optimizer& optimizer, bool final) {
+  FlatOptimizerState state;
+  std::map<std::string, std::vector<torch::Tensor>> slots;
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    StateRequest req;
+    req.set_task(task_);
+    req.set_wait_for_workers(final);
+    StateReply rep;
+    PS_CALL(*peers_[i], "GetState", GetState, req, &rep);
+    const auto [b, e] = ranges_[i];
+    try {
+      flat_.narrow(0, b, e - b).copy_(from_slice(rep.slice(), b, e - b, peers_[i]->name + " values"));
+      for (const auto& [slot, bytes] : rep.optimizer_slots()) {
+        slots[slot].push_back(from_bytes(bytes, e - b, peers_[i]->name + " optimizer slot " + slot));
+      }
+    } catch (const std::invalid_argument& ex) {
+      throw CommError(task_ + ": " + ex.what());
+    }
+    state.step = rep.optimizer_step();
+    if (i == 0) {  // every push reaches every ps: one histogram counts each push once
+      staleness_.clear();
+      for (const auto& [k, v] : rep.staleness_histogram()) staleness_[k] = v;
+    }
+  }
+  for (auto& [slot, parts] : slots) {
+    if (parts.size() == peers_.size()) state.slots[slot] = torch::cat(parts);
+  }
+  write_params(params);
+  std::vector<torch::Tensor> tensors;
+  for (const auto& [name, p] : params) tensors.push_back(p);
+  unflatten_state(optimizer, tensors, state);
+}
+
+void PsSync::finish() {
+  for (auto& p : peers_) {
+    if (options_.cluster.is_chief()) {
+      ShutdownRequest req;
+      req.set_task(task_);
+      ShutdownReply rep;
+      PS_CALL(*p, "Shutdown", Shutdown, req, &rep);
+    } else {
+      DoneRequest req;
+      req.set_task(task_);
+      DoneReply rep;
+      PS_CALL(*p, "Done", Done, req, &rep);
+    }
+  }
+}
+
+nlohmann::json PsSync::describe() const {
+  nlohmann::json hist = nlohmann::json::object();
+  for (const auto& [k, v] : staleness_) hist[std::to_string(k)] = v;
+  return {{"strategy", "parameter_server"},
+          {"mode", options_.sync ? "sync" : "async"},
+          {"num_ps", peers_.size()},
+          {"world_size", world_},
+          {"task", task_},
+          {"staleness_histogram", hist}};
+}
+
+}  // namespace dtrain::distributed::ps

@@ -1,0 +1,175 @@
+// Parameter-server clusters started with `dtrain cluster run` (or by hand from TF_CONFIG), each
+// run under a hard timeout.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <sstream>
+
+#include "data/idx.h"
+#include "models/model_io.h"
+#include "test_util.h"
+
+namespace dtrain {
+namespace {
+
+using testing::CommandResult;
+using testing::TempDir;
+
+CommandResult dtrain_cmd(const std::string& args, int timeout = 300, const std::string& env = "") {
+  return testing::run_command("env " + env + " " + testing::dtrain_binary() + " " + args, timeout);
+}
+
+void write_synthetic_mnist(const std::filesystem::path& dir) {
+  torch::manual_seed(321);
+  for (auto [prefix, n] : {std::pair<std::string, int64_t>{"train", 400}, {"t10k", 100}}) {
+    auto images = torch::randint(0, 256, {n, 28, 28}, torch::kLong).to(torch::kUInt8);
+    auto labels = torch::randint(0, 10, {n}, torch::kLong).to(torch::kUInt8);
+    testing::write_bytes(dir / (prefix + "-images-idx3-ubyte"), data::encode_idx(images));
+    testing::write_bytes(dir / (prefix + "-labels-idx1-ubyte"), data::encode_idx(labels));
+  }
+}
+
+torch::Tensor weights(const std::filesystem::path& model_dir) {
+  auto loaded = models::load_model(model_dir);
+  std::vector<torch::Tensor> parts;
+  for (auto& p : loaded.model.module->parameters()) parts.push_back(p.detach().flatten());
+  return torch::cat(parts);
+}
+
+nlohmann::json last_metrics(const std::filesystem::path& out) {
+  std::istringstream in(testing::read_text(out / "metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  return nlohmann::json::parse(last);
+}
+
+class PsCluster : public ::testing::Test {
+ protected:
+  void SetUp() override { write_synthetic_mnist(data_.path()); }
+  std::string train_flags(const std::filesystem::path& out) const {
+    return " --data-dir " + data_.path().string() + " --output-dir " + out.string() +
+           " --first-layer-neurons 32 --second-layer-neurons 16 --threads 1 --seed 3 --batch-size 25";
+  }
+  TempDir data_;
+};
+
+TEST_F(PsCluster, SyncModeEqualsAllreduceAtTheSameGlobalBatch) {
+  TempDir ring, one_ps, two_ps;
+  CommandResult r = testing::run_command(
+      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 " +
+          testing::dtrain_binary() + " train --distributed ring --epochs 2" + train_flags(ring),
+      300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  CommandResult a = dtrain_cmd("cluster run --ps 1 --workers 2 -- --epochs 2" + train_flags(one_ps));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  CommandResult b = dtrain_cmd("cluster run --ps 2 --workers 1 --chief -- --epochs 2" + train_flags(two_ps));
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto w = weights(ring / "model");
+  EXPECT_TRUE(torch::allclose(w, weights(one_ps / "model"), 1e-4, 1e-5))
+      << "max diff " << (w - weights(one_ps / "model")).abs().max().item<double>();
+  EXPECT_TRUE(torch::allclose(w, weights(two_ps / "model"), 1e-4, 1e-5))
+      << "max diff " << (w - weights(two_ps / "model")).abs().max().item<double>();
+  EXPECT_NE(a.output.find("[ps:0]"), std::string::npos) << "log lines carry the task's role";
+  auto run = nlohmann::json::parse(testing::read_text(two_ps / "run.json"));
+  EXPECT_EQ(run["distribution"]["num_ps"], 2);
+  EXPECT_EQ(run["distribution"]["mode"], "sync");
+}
+
+TEST_F(PsCluster, AsyncModeRecordsStaleness) {
+  TempDir out;
+  CommandResult r = dtrain_cmd("cluster run --ps 1 --workers 2 -- --ps-mode async --epochs 1" + train_flags(out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto run = nlohmann::json::parse(testing::read_text(out / "run.json"));
+  EXPECT_EQ(run["distribution"]["mode"], "async");
+  int64_t pushes = 0;
+  for (auto& [k, v] : run["distribution"]["staleness_histogram"].items()) pushes += v.get<int64_t>();
+  EXPECT_EQ(pushes, 16) << "2 workers x 8 steps, each push counted once: " << run["distribution"].dump();
+}
+
+TEST_F(PsCluster, ResumeFromCheckpointInPsMode) {
+  TempDir out;
+  ASSERT_EQ(dtrain_cmd("cluster run --ps 1 --workers 2 -- --epochs 1 --checkpoint-every 1" + train_flags(out)).exit_code, 0);
+  CommandResult r = dtrain_cmd("cluster run --ps 2 --workers 2 -- --epochs 2 --resume-from " +
+                               (out / "checkpoints").string() + train_flags(out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_EQ(last_metrics(out)["epoch"], 2);
+}
+
+TEST_F(PsCluster, KilledWorkerEndsTheClusterWithAClearError) {
+  TempDir out;
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = dtrain_cmd("cluster run --ps 1 --workers 2 -- --epochs 50 --peer-timeout 5" + train_flags(out),
+                               120, "DTRAIN_FAULT_INJECT=kill:1:5");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("worker:1 exited with"), std::string::npos) << r.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
+}
+
+TEST_F(PsCluster, WorkerWhosePsVanishedFailsNamingIt) {
+  // A worker whose TF_CONFIG names a ps nobody serves: it retries, then gives up naming it.
+  TempDir out;
+  const std::string tf = R"('{"cluster": {"ps": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}')";
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = dtrain_cmd("train --distributed ps --epochs 1 --connect-timeout 4" + train_flags(out), 60,
+                               "TF_CONFIG=" + tf);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("ps:0 at 127.0.0.1:1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--connect-timeout"), std::string::npos) << r.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+}
+
+TEST_F(PsCluster, WrongTokenIsRejectedAndLogged) {
+  TempDir out;
+  const std::string bin = testing::dtrain_binary();
+  const std::string cluster = R"({"ps": ["127.0.0.1:PORT"], "worker": ["127.0.0.1:1"]})";
+  // Pick a port, start the ps with token "right", then a worker (the chief) with token "wrong".
+  const std::string script =
+      "port=$(python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'); "
+      "cluster=$(echo '" + cluster + "' | sed \"s/PORT/$port/\"); "
+      "TF_CONFIG=\"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": \\\"ps\\\", \\\"index\\\": 0}}\" "
+      "DTRAIN_CLUSTER_TOKEN=right " + bin + " train --distributed ps --connect-timeout 3" + train_flags(out) +
+      " > " + (out / "ps.log").string() + " 2>&1 & "
+      "TF_CONFIG=\"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": \\\"worker\\\", \\\"index\\\": 0}}\" "
+      "DTRAIN_CLUSTER_TOKEN=wrong " + bin + " train --distributed ps --epochs 1" + train_flags(out) +
+      "; echo worker-exit=$?; wait; cat " + (out / "ps.log").string();
+  CommandResult r = testing::run_command("bash -c '" + [&] {
+    std::string s;
+    for (char c : script) s += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return s;
+  }() + "'", 90);
+  EXPECT_NE(r.output.find("worker-exit=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("DTRAIN_CLUSTER_TOKEN"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rejected a call from"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(out / "model"));
+}
+
+TEST(PsConfig, MissingOrBadTfConfigExitsTwo) {
+  TempDir data;
+  CommandResult unset = dtrain_cmd("train --distributed ps --data-dir " + data.path().string(), 60, "-u TF_CONFIG");
+  EXPECT_EQ(unset.exit_code, 2) << unset.output;
+  EXPECT_NE(unset.output.find("TF_CONFIG"), std::string::npos) << unset.output;
+  CommandResult no_ps = dtrain_cmd("train --distributed ps --data-dir " + data.path().string(), 60,
+                                   R"(TF_CONFIG='{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}')");
+  EXPECT_EQ(no_ps.exit_code, 2) << no_ps.output;
+  EXPECT_NE(no_ps.output.find("\"ps\""), std::string::npos) << no_ps.output;
+}
+
+TEST(PsMnist, OneAndTwoParameterServersReach90Percent) {
+  DTRAIN_REQUIRE_MNIST(mnist);
+  for (int ps : {1, 2}) {
+    TempDir out;
+    CommandResult r = dtrain_cmd("cluster run --ps " + std::to_string(ps) + " --workers 2 -- --epochs 1 --data-dir " +
+                                     mnist + " --output-dir " + out.path().string(),
+                                 600);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_GE(last_metrics(out)["validation_acc"].get<double>(), 0.90) << ps << " ps";
+    EXPECT_TRUE(std::filesystem::exists(out / "model" / "model.onnx"));
+  }
+}
+
+}  // namespace
+}  // namespace dtrain

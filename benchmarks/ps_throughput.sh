@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Parameter-server step throughput against ring allreduce at the same global batch, in one run:
+# 1 ps + 2 workers (sync and async) vs mpirun -np 2 --distributed ring, MNIST, default MLP,
+# batch 50 per worker, 1 thread per process, best of REPEATS, alternating.
+#   benchmarks/ps_throughput.sh [REPEATS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repeats=${1:-3}
+data=build/mnist
+[[ -x build/bin/dtrain && -f $data/train-images-idx3-ubyte ]] || { echo "# build and fetch MNIST first" >&2; exit 2; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+flags="--data-dir $data --epochs 1 --threads 1 --checkpoint-every 0"
+epoch_of() { python3 -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["epoch_seconds"], m["steps"])' "$1/metrics.jsonl"; }
+run() {
+  case $1 in
+    ring) mpirun --oversubscribe -np 2 build/bin/dtrain train --distributed ring $flags --output-dir "$tmp/$1" ;;
+    sync|async) build/bin/dtrain cluster run --ps 1 --workers 2 -- --ps-mode "$1" $flags --output-dir "$tmp/$1" ;;
+  esac >/dev/null 2>&1
+  epoch_of "$tmp/$1"
+}
+for c in ring sync async; do : > "$tmp/$c.times"; done
+for ((i = 0; i < repeats; i++)); do for c in ring sync async; do run $c >> "$tmp/$c.times"; done; done
+echo "# ps_throughput: MLP 784-300-100-10, 2 workers x batch 50 (global 100), 1 thread each, best of $repeats"
+printf "# %-28s %10s %8s %12s %8s\n" configuration epoch_s steps steps/s vs_ring
+read -r ring_s ring_steps < <(sort -g "$tmp/ring.times" | head -n1)
+for c in ring sync async; do
+  read -r s steps < <(sort -g "$tmp/$c.times" | head -n1)
+  name=$c; [[ $c == ring ]] && name="ring allreduce (2 ranks)"; [[ $c != ring ]] && name="ps $c (1 ps, 2 workers)"
+  printf "  %-28s %10.3f %8d %12.1f %7.2fx\n" "$name" "$s" "$steps" "$(python3 -c "print($steps/$s)")" \
+    "$(python3 -c "print(($steps/$s)/($ring_steps/$ring_s))")"
+done

@@ -145,6 +145,15 @@ static void call(const std::string& task, const std::string& token, double timeo
 
 void PsSync::check_consistent(const nlohmann::json& shared_config) { shared_config_ = shared_config.dump(); }
 
+void PsSync::take_values(size_t peer, const Slice& slice) {
+  const auto [b, e] = ranges_[peer];
+  try {
+    flat_.narrow(0, b, e - b).copy_(from_slice(slice, b, e - b, peers_[peer]->name + " values"));
+  } catch (const std::invalid_argument& ex) {
+    throw CommError(task_ + ": " + ex.what());
+  }
+}
+
 void PsSync::write_params(const NamedTensors& params) const {
   torch::NoGradGuard no_grad;
   int64_t offset = 0;
@@ -197,12 +206,7 @@ void PsSync::broadcast_state(const NamedTensors& params, torch::optim::Optimizer
     pull.set_task(task_);
     PullReply rep;
     PS_CALL(*peers_[i], "Pull", Pull, pull, &rep);
-    const auto [b, e] = ranges_[i];
-    try {
-      flat_.narrow(0, b, e - b).copy_(from_slice(rep.slice(), b, e - b, peers_[i]->name + " values"));
-    } catch (const std::invalid_argument& ex) {
-      throw CommError(task_ + ": " + ex.what());
-    }
+    take_values(i, rep.slice());
     versions_[i] = rep.version();
   }
   write_params(params);
@@ -234,11 +238,7 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     to_slice(g.narrow(0, b, e - b), b, req.mutable_gradient());
     PushReply rep;
     PS_CALL(*peers_[i], "Push", Push, req, &rep);
-    try {
-      flat_.narrow(0, b, e - b).copy_(from_slice(rep.slice(), b, e - b, peers_[i]->name + " values"));
-    } catch (const std::invalid_argument& ex) {
-      throw CommError(task_ + ": " + ex.what());
-    }
+    take_values(i, rep.slice());
     versions_[i] = rep.version();
     skipped = skipped || rep.skipped();
   }
@@ -268,9 +268,9 @@ void PsSync::gather_state(const NamedTensors& params, torch::optim::Optimizer& o
     req.set_wait_for_workers(final);
     StateReply rep;
     PS_CALL(*peers_[i], "GetState", GetState, req, &rep);
+    take_values(i, rep.slice());
     const auto [b, e] = ranges_[i];
     try {
-      flat_.narrow(0, b, e - b).copy_(from_slice(rep.slice(), b, e - b, peers_[i]->name + " values"));
       for (const auto& [slot, bytes] : rep.optimizer_slots()) {
         slots[slot].push_back(from_bytes(bytes, e - b, peers_[i]->name + " optimizer slot " + slot));
       }

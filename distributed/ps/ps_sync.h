@@ -14,6 +14,8 @@
 
 namespace dtrain::distributed::ps {
 
+class Slice;  // ps.proto
+
 struct PsSyncOptions {
   TfConfig cluster;
   bool sync = true;
@@ -52,6 +54,8 @@ class PsSync : public GradientSync {
   struct Peer;
   void connect();
   void write_params(const NamedTensors& params) const;
+  /// Copies peer's reply values into flat_ (CommError if they are not its range).
+  void take_values(size_t peer, const Slice& slice);
 
   PsSyncOptions options_;
   std::string task_;

@@ -7,7 +7,7 @@
 
 #include "core/checkpoint.h"
 #include "models/model_io.h"
-#include "test_util.h"
+#include "run_outputs.h"
 
 namespace dtrain {
 namespace {
@@ -69,12 +69,7 @@ TEST(Cli, EvalOfMissingOrCorruptModelExitsTwo) {
                      "bad.pt");
 }
 
-std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& path) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(testing::read_text(path));
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
+using testing::read_jsonl;
 
 TEST(EndToEnd, OneEpochOnMnistReaches90PercentAndWritesOutputs) {
   DTRAIN_REQUIRE_MNIST(mnist);

@@ -7,9 +7,7 @@
 #include <chrono>
 #include <sstream>
 
-#include "data/idx.h"
-#include "models/model_io.h"
-#include "test_util.h"
+#include "run_outputs.h"
 
 namespace dtrain {
 namespace {
@@ -31,34 +29,13 @@ CommandResult single(const std::string& args, int timeout = 300) {
   return testing::run_command(testing::dtrain_binary() + " " + args, timeout);
 }
 
-// A small MNIST-shaped data set (random pixels, random labels) in IDX files.
-void write_synthetic_mnist(const std::filesystem::path& dir, int64_t train, int64_t test) {
-  torch::manual_seed(123);
-  for (auto [prefix, n] : {std::pair<std::string, int64_t>{"train", train}, {"t10k", test}}) {
-    auto images = torch::randint(0, 256, {n, 28, 28}, torch::kLong).to(torch::kUInt8);
-    auto labels = torch::randint(0, 10, {n}, torch::kLong).to(torch::kUInt8);
-    testing::write_bytes(dir / (prefix + "-images-idx3-ubyte"), data::encode_idx(images));
-    testing::write_bytes(dir / (prefix + "-labels-idx1-ubyte"), data::encode_idx(labels));
-  }
-}
+using testing::last_metrics;
 
-torch::Tensor weights(const std::filesystem::path& model_dir) {
-  auto loaded = models::load_model(model_dir);
-  std::vector<torch::Tensor> parts;
-  for (auto& p : loaded.model.module->parameters()) parts.push_back(p.detach().flatten());
-  return torch::cat(parts);
-}
-
-nlohmann::json last_metrics(const std::filesystem::path& out) {
-  std::istringstream in(testing::read_text(out / "metrics.jsonl"));
-  std::string line, last;
-  while (std::getline(in, line)) last = line;
-  return nlohmann::json::parse(last);
-}
+torch::Tensor weights(const std::filesystem::path& model_dir) { return testing::model_weights(model_dir); }
 
 class DistributedCli : public ::testing::Test {
  protected:
-  void SetUp() override { write_synthetic_mnist(data_.path(), 400, 100); }
+  void SetUp() override { testing::write_synthetic_mnist(data_.path(), 400, 100, 123); }
   std::string common(const std::filesystem::path& out) const {
     return " --data-dir " + data_.path().string() + " --output-dir " + out.string() +
            " --first-layer-neurons 32 --second-layer-neurons 16 --threads 1 --seed 3";

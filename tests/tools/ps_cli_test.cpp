@@ -8,9 +8,7 @@
 #include <chrono>
 #include <sstream>
 
-#include "data/idx.h"
-#include "models/model_io.h"
-#include "test_util.h"
+#include "run_outputs.h"
 
 namespace dtrain {
 namespace {
@@ -22,33 +20,13 @@ CommandResult dtrain_cmd(const std::string& args, int timeout = 300, const std::
   return testing::run_command("env " + env + " " + testing::dtrain_binary() + " " + args, timeout);
 }
 
-void write_synthetic_mnist(const std::filesystem::path& dir) {
-  torch::manual_seed(321);
-  for (auto [prefix, n] : {std::pair<std::string, int64_t>{"train", 400}, {"t10k", 100}}) {
-    auto images = torch::randint(0, 256, {n, 28, 28}, torch::kLong).to(torch::kUInt8);
-    auto labels = torch::randint(0, 10, {n}, torch::kLong).to(torch::kUInt8);
-    testing::write_bytes(dir / (prefix + "-images-idx3-ubyte"), data::encode_idx(images));
-    testing::write_bytes(dir / (prefix + "-labels-idx1-ubyte"), data::encode_idx(labels));
-  }
-}
+using testing::last_metrics;
 
-torch::Tensor weights(const std::filesystem::path& model_dir) {
-  auto loaded = models::load_model(model_dir);
-  std::vector<torch::Tensor> parts;
-  for (auto& p : loaded.model.module->parameters()) parts.push_back(p.detach().flatten());
-  return torch::cat(parts);
-}
-
-nlohmann::json last_metrics(const std::filesystem::path& out) {
-  std::istringstream in(testing::read_text(out / "metrics.jsonl"));
-  std::string line, last;
-  while (std::getline(in, line)) last = line;
-  return nlohmann::json::parse(last);
-}
+torch::Tensor weights(const std::filesystem::path& model_dir) { return testing::model_weights(model_dir); }
 
 class PsCluster : public ::testing::Test {
  protected:
-  void SetUp() override { write_synthetic_mnist(data_.path()); }
+  void SetUp() override { testing::write_synthetic_mnist(data_.path(), 400, 100, 321); }
   std::string train_flags(const std::filesystem::path& out) const {
     return " --data-dir " + data_.path().string() + " --output-dir " + out.string() +
            " --first-layer-neurons 32 --second-layer-neurons 16 --threads 1 --seed 3 --batch-size 25";

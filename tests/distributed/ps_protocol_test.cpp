@@ -1,0 +1,141 @@
+// The parameter server's RPCs driven directly: malformed or mismatched requests are rejected
+// with an error and never applied; the token is enforced.
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "distributed/ps/ps.grpc.pb.h"
+#include "test_util.h"
+
+namespace dtrain::distributed::ps {
+namespace {
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string floats(std::initializer_list<float> v) {
+  return std::string(reinterpret_cast<const char*>(std::data(v)), v.size() * sizeof(float));
+}
+
+class PsProtocol : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    address_ = "127.0.0.1:" + std::to_string(free_port());
+    const std::string tf = "{\"cluster\": {\"ps\": [\"" + address_ +
+                           "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
+    server_ = std::thread([this, tf] {
+      result_ = testing::run_command("env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret " +
+                                         testing::dtrain_binary() + " train --distributed ps --data-dir " +
+                                         dir_.path().string() + " --peer-timeout 20",
+                                     120);
+    });
+    channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)));
+    stub_ = ParameterServer::NewStub(channel_);
+  }
+  void TearDown() override {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("dtrain-token", "secret");
+    ShutdownRequest req;
+    req.set_task("worker:0");
+    ShutdownReply rep;
+    stub_->Shutdown(&ctx, req, &rep);
+    server_.join();
+    EXPECT_EQ(result_.exit_code, 0) << result_.output;
+  }
+  std::unique_ptr<grpc::ClientContext> ctx(const std::string& token = "secret") {
+    auto c = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) c->AddMetadata("dtrain-token", token);
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return c;
+  }
+
+  testing::TempDir dir_;
+  std::string address_;
+  std::thread server_;
+  testing::CommandResult result_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<ParameterServer::Stub> stub_;
+};
+
+TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
+  InitRequest init;
+  init.set_total(4);
+  init.set_begin(0);
+  init.set_end(4);
+  init.set_values(floats({1, 2, 3, 4}));
+  init.set_optimizer_config(R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
+  init.set_training_tasks(1);
+  init.set_run_config(R"({"hidden_sizes": [3]})");
+  InitReply init_rep;
+  // Without or with a wrong token: rejected.
+  EXPECT_EQ(stub_->Init(ctx("").get(), init, &init_rep).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(stub_->Init(ctx("nope").get(), init, &init_rep).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_TRUE(stub_->Init(ctx().get(), init, &init_rep).ok());
+
+  RegisterRequest reg;
+  reg.set_task("worker:0");
+  reg.set_run_config(R"({"hidden_sizes": [4]})");
+  RegisterReply reg_rep;
+  grpc::Status s = stub_->Register(ctx().get(), reg, &reg_rep);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("hidden_sizes"), std::string::npos) << s.error_message();
+  reg.set_run_config(R"({"hidden_sizes": [3]})");
+  ASSERT_TRUE(stub_->Register(ctx().get(), reg, &reg_rep).ok());
+
+  PushRequest push;
+  push.set_task("worker:0");
+  push.set_step(1);
+  PushReply push_rep;
+  push.mutable_gradient()->set_begin(0);
+  push.mutable_gradient()->set_values(floats({1, 1, 1}));  // wrong size
+  s = stub_->Push(ctx().get(), push, &push_rep);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("16 bytes"), std::string::npos) << s.error_message();
+  push.mutable_gradient()->set_begin(1);  // wrong range
+  push.mutable_gradient()->set_values(floats({1, 1, 1, 1}));
+  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  push.mutable_gradient()->set_begin(0);
+  push.set_step(7);  // not the next step
+  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  push.set_task("worker:9");  // never registered
+  push.set_step(1);
+  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  PullRequest pull;
+  pull.set_task("worker:0");
+  PullReply pull_rep;
+  ASSERT_TRUE(stub_->Pull(ctx().get(), pull, &pull_rep).ok());
+  EXPECT_EQ(pull_rep.slice().values(), floats({1, 2, 3, 4})) << "nothing may have been applied";
+  EXPECT_EQ(pull_rep.version(), 0);
+
+  // A good push is applied: w -= 0.5 * g.
+  push.set_task("worker:0");
+  push.set_step(1);
+  push.mutable_gradient()->set_values(floats({2, 2, 2, 2}));
+  ASSERT_TRUE(stub_->Push(ctx().get(), push, &push_rep).ok());
+  EXPECT_EQ(push_rep.slice().values(), floats({0, 1, 2, 3}));
+  DoneRequest done;
+  done.set_task("worker:0");
+  DoneReply done_rep;
+  ASSERT_TRUE(stub_->Done(ctx().get(), done, &done_rep).ok());
+}
+
+}  // namespace
+}  // namespace dtrain::distributed::ps

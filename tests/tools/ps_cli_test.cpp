@@ -125,6 +125,32 @@ TEST_F(PsCluster, WrongTokenIsRejectedAndLogged) {
   EXPECT_FALSE(std::filesystem::exists(out / "model"));
 }
 
+TEST_F(PsCluster, DeadWorkerIsNamedAndEveryoneExitsNonZeroWithoutALauncher) {
+  // ps and two workers started by hand (no cluster run to stop them): worker:1 dies at step 5;
+  // the ps notices after --peer-timeout, fails the pending calls naming it, and exits 1.
+  TempDir out;
+  const std::string bin = testing::dtrain_binary();
+  const std::string flags = " --epochs 50 --peer-timeout 5" + train_flags(out);
+  const std::string script =
+      "ports=$(python3 -c 'import socket\nss=[socket.socket() for _ in range(3)]\n"
+      "[s.bind((\"127.0.0.1\", 0)) for s in ss]\nprint(\" \".join(str(s.getsockname()[1]) for s in ss))'); "
+      "set -- $ports; "
+      "cluster=\"{\\\"ps\\\": [\\\"127.0.0.1:$1\\\"], \\\"worker\\\": [\\\"127.0.0.1:$2\\\", \\\"127.0.0.1:$3\\\"]}\"; "
+      "task() { echo \"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": \\\"$1\\\", \\\"index\\\": $2}}\"; }; "
+      "TF_CONFIG=$(task ps 0) " + bin + " train --distributed ps" + flags + " > " + (out / "ps.log").string() + " 2>&1 & ps_pid=$!; "
+      "TF_CONFIG=$(task worker 1) DTRAIN_FAULT_INJECT=kill:1:5 " + bin + " train --distributed ps" + flags +
+      " > " + (out / "w1.log").string() + " 2>&1 & "
+      "TF_CONFIG=$(task worker 0) " + bin + " train --distributed ps" + flags + " > " + (out / "w0.log").string() + " 2>&1; "
+      "echo worker0-exit=$?; wait $ps_pid; echo ps-exit=$?; cat " + (out / "w0.log").string() + " " + (out / "ps.log").string();
+  testing::write_bytes(out / "run.sh", script);
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = testing::run_command("bash " + (out / "run.sh").string(), 120);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60)) << r.output;
+  EXPECT_NE(r.output.find("worker0-exit=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ps-exit=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("worker:1 has not been heard from"), std::string::npos) << r.output;
+}
+
 TEST(PsConfig, MissingOrBadTfConfigExitsTwo) {
   TempDir data;
   CommandResult unset = dtrain_cmd("train --distributed ps --data-dir " + data.path().string(), 60, "-u TF_CONFIG");

@@ -118,6 +118,15 @@ CheckpointMeta parse_meta(const fs::path& path, torch::serialize::InputArchive& 
 
 }  // namespace
 
+std::string archive_bytes(torch::serialize::OutputArchive& archive) {
+  std::string bytes;
+  archive.save_to([&bytes](const void* data, size_t size) -> size_t {
+    bytes.append(static_cast<const char*>(data), size);
+    return size;
+  });
+  return bytes;
+}
+
 std::string checkpoint_file_name(int64_t epoch) {
   char name[64];
   std::snprintf(name, sizeof(name), "ckpt-epoch-%06lld.pt", static_cast<long long>(epoch));
@@ -169,12 +178,7 @@ void save_checkpoint(const fs::path& path, const torch::nn::Module& module,
   }
   archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
 
-  std::string bytes;
-  archive.save_to([&bytes](const void* data, size_t size) -> size_t {
-    bytes.append(static_cast<const char*>(data), size);
-    return size;
-  });
-  write_file_atomic(path, seal(bytes));
+  write_file_atomic(path, seal(archive_bytes(archive)));
 }
 
 CheckpointMeta read_checkpoint_meta(const fs::path& path) {

@@ -16,6 +16,9 @@ class Module;
 namespace torch::optim {
 class Optimizer;
 }
+namespace torch::serialize {
+class OutputArchive;
+}
 
 namespace dtrain {
 
@@ -28,6 +31,9 @@ struct CheckpointMeta {
   std::vector<EpochMetrics> history;
   nlohmann::json extra = nlohmann::json::object();  ///< final metrics of exported models, ...
 };
+
+/// The bytes LibTorch would write for `archive` (to hash, send or wrap them).
+std::string archive_bytes(torch::serialize::OutputArchive& archive);
 
 /// File name of the checkpoint after `epoch` inside a checkpoints folder.
 std::string checkpoint_file_name(int64_t epoch);

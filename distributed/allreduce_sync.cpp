@@ -10,6 +10,7 @@
 #include <limits>
 #include <thread>
 
+#include "core/checkpoint.h"
 #include "core/errors.h"
 #include "distributed/detail.h"
 
@@ -48,10 +49,7 @@ void AllreduceSync::broadcast_state(const NamedTensors& params,
   if (comm_->rank() == 0) {
     torch::serialize::OutputArchive archive;
     optimizer.save(archive);
-    archive.save_to([&bytes](const void* data, size_t size) -> size_t {
-      bytes.append(static_cast<const char*>(data), size);
-      return size;
-    });
+    bytes = archive_bytes(archive);
   }
   torch::Tensor size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kLong);
   size = size.to(comm_->device());

@@ -61,7 +61,7 @@ class Service final : public ParameterServer::Service {
     training_tasks_ = req->training_tasks();
     version_ = sync_step_ = req->step();
     initialized_ = true;
-    spdlog::info("{}: holds values [{}, {}) of {}, {} training task(s), {} mode, from step {}", o_.task,
+    spdlog::info("holds values [{}, {}) of {}, {} training task(s), {} mode, from step {}",
                  begin_, end_, total_, training_tasks_, o_.sync ? "sync" : "async", sync_step_);
     cv_.notify_all();
     return Status::OK;
@@ -104,7 +104,7 @@ class Service final : public ParameterServer::Service {
     try {
       g = from_slice(req->gradient(), begin_, end_ - begin_, req->task() + "'s gradient to " + o_.task);
     } catch (const std::exception& e) {
-      spdlog::warn("{}: rejected a push from {}: {}", o_.task, req->task(), e.what());
+      spdlog::warn("rejected a push from {}: {}", req->task(), e.what());
       return {StatusCode::INVALID_ARGUMENT, e.what()};
     }
     if (!o_.sync) {  // async: apply on arrival, record how stale the gradient was
@@ -131,7 +131,7 @@ class Service final : public ParameterServer::Service {
       torch::Tensor avg = grad_sum_.div_(training_tasks_);
       last_skipped_ = !detail::all_finite(avg);
       if (last_skipped_) {
-        spdlog::warn("{}: step {}: NaN/Inf in the averaged gradient; every worker skips it", o_.task, step);
+        spdlog::warn("step {}: NaN/Inf in the averaged gradient; every worker skips it", step);
       } else {
         apply(avg);
       }
@@ -204,7 +204,7 @@ class Service final : public ParameterServer::Service {
   Status Shutdown(ServerContext* ctx, const ShutdownRequest* req, ShutdownReply*) override {
     if (auto s = admit(ctx, req->task()); !s.ok()) return s;
     std::lock_guard<std::mutex> lock(mu_);
-    spdlog::info("{}: shutdown requested by {}", o_.task, req->task());
+    spdlog::info("shutdown requested by {}", req->task());
     shutdown_ = true;
     cv_.notify_all();
     return Status::OK;
@@ -248,7 +248,7 @@ class Service final : public ParameterServer::Service {
       const bool ok = it != md.end() && it->second.size() == o_.token.size() &&
                       std::equal(it->second.begin(), it->second.end(), o_.token.begin());
       if (!ok) {
-        spdlog::warn("{}: rejected a call from {} ({}): missing or wrong cluster token", o_.task, ctx->peer(),
+        spdlog::warn("rejected a call from {} ({}): missing or wrong cluster token", ctx->peer(),
                      task.empty() ? "?" : task);
         return {StatusCode::UNAUTHENTICATED, o_.task + ": missing or wrong DTRAIN_CLUSTER_TOKEN"};
       }
@@ -317,7 +317,7 @@ int serve(const ServerOptions& options) {
     throw CommError(options.task + ": cannot listen on " + options.address +
                     " (address in use, or not an address of this host)");
   }
-  spdlog::info("{}: serving on {}{}", options.task, options.address,
+  spdlog::info("serving on {}{}", options.address,
                options.token.empty() ? "" : " (cluster token required)");
   const std::string failure = service.watch();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

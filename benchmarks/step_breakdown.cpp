@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/fused_sgd.h"
 #include "core/run_config.h"
 #include "data/mnist.h"
 #include "data/sampler.h"
@@ -36,9 +37,10 @@ int main(int argc, char** argv) {
 
   using Clock = std::chrono::steady_clock;
   // The hand-written train_step against autograd, alternating so noise hits both alike.
-  double fused_us = 0, autograd_us = 0;
+  double fused_us = 0, autograd_us = 0, fused_sgd_us = 0;
   for (int round = 0; round < 3; ++round) {
-    for (bool fused : {true, false}) {
+    for (int mode : {0, 1, 2}) {
+      const bool fused = mode != 1;
       const auto t0 = Clock::now();
       for (int s = 0; s < steps / 3; ++s) {
         auto b = ds.get(batches[s % batches.size()], torch::kCPU);
@@ -48,15 +50,17 @@ int main(int argc, char** argv) {
           opt.zero_grad();
           torch::nn::functional::cross_entropy(model.forward(b.inputs), b.targets).backward();
         }
-        opt.step();
+        if (mode != 2 || !dtrain::fused_sgd_step(opt)) opt.step();
       }
-      (fused ? fused_us : autograd_us) +=
+      (mode == 0 ? fused_us : mode == 1 ? autograd_us : fused_sgd_us) +=
           std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
     }
   }
   std::printf("# whole step, batch + forward + backward + SGD step (us/step):\n");
-  std::printf("  %-22s %10.1f\n  %-22s %10.1f\n  %-22s %9.2fx\n", "autograd", autograd_us / steps,
-              "hand-written backward", fused_us / steps, "speedup", autograd_us / fused_us);
+  std::printf("  %-32s %10.1f\n  %-32s %10.1f %9.2fx\n  %-32s %10.1f %9.2fx\n", "autograd + SGD",
+              autograd_us / steps, "hand-written backward + SGD", fused_us / steps,
+              autograd_us / fused_us, "hand-written backward + fused SGD", fused_sgd_us / steps,
+              autograd_us / fused_sgd_us);
 
   double t_batch = 0, t_fwd = 0, t_bwd = 0, t_step = 0;
   auto lap = [](Clock::time_point& t) {

@@ -11,6 +11,7 @@
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
+#include "core/fused_sgd.h"
 
 namespace dtrain {
 
@@ -165,7 +166,7 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         const GradientSync::Outcome outcome = sync_->synchronize(grads);
         sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
         if (outcome == GradientSync::Outcome::kApply) {
-          optimizer_->step();
+          if (!fused_sgd_step(*optimizer_)) optimizer_->step();
         } else if (outcome == GradientSync::Outcome::kSkip) {
           ++skipped;
         }

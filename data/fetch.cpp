@@ -4,7 +4,6 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <array>
 #include <chrono>
@@ -17,6 +16,7 @@
 
 #include "core/errors.h"
 #include "core/file_util.h"
+#include "data/idx.h"
 
 extern char** environ;
 
@@ -44,35 +44,6 @@ constexpr std::array<const char*, 2> kMirrors = {
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 };
 constexpr uint64_t kMaxFileBytes = uint64_t{64} << 20;  // the largest MNIST file is 47 MB
-
-std::string gunzip_bytes(const std::string& gz, const std::string& name) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 15 + 32) != Z_OK) throw IoError("inflateInit2 failed");
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
-  zs.avail_in = static_cast<uInt>(gz.size());
-  std::string out;
-  int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
-    if (out.size() > kMaxFileBytes) {
-      inflateEnd(&zs);
-      throw DataError(name + ": decompresses to more than " + std::to_string(kMaxFileBytes) +
-                      " bytes; not an MNIST file");
-    }
-    const size_t old = out.size();
-    out.resize(old + (size_t{1} << 20));
-    zs.next_out = reinterpret_cast<Bytef*>(out.data() + old);
-    zs.avail_out = 1u << 20;
-    rc = inflate(&zs, Z_NO_FLUSH);
-    out.resize(old + (size_t{1} << 20) - zs.avail_out);
-    if (rc != Z_OK && rc != Z_STREAM_END) {
-      inflateEnd(&zs);
-      throw DataError(name + ": corrupt or truncated gzip data (zlib error " +
-                      std::to_string(rc) + ")");
-    }
-  }
-  inflateEnd(&zs);
-  return out;
-}
 
 // Runs argv with stdout sent to stderr; kills it after timeout. Returns the exit code, or -1 if
 // it could not start or was killed.
@@ -138,7 +109,11 @@ bool install_verified(std::string bytes, const std::string& origin, const KnownF
                       const fs::path& into, SourceReport& report) {
   if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
       static_cast<unsigned char>(bytes[1]) == 0x8b) {
-    bytes = gunzip_bytes(bytes, origin);
+    bytes = gunzip(bytes, origin, kMaxFileBytes);
+    if (bytes.size() > kMaxFileBytes) {
+      throw DataError(origin + ": decompresses to more than " + std::to_string(kMaxFileBytes) +
+                      " bytes; not an MNIST file");
+    }
   }
   const std::string got = sha256_hex(bytes);
   if (got != f.sha256) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 #include "core/errors.h"
 #include "core/file_util.h"
@@ -78,38 +79,6 @@ void check_size(const IdxHeader& h, uint64_t header_bytes, uint64_t actual_total
                     std::to_string(actual_total) +
                     (actual_total < expected ? " (truncated)" : " (trailing bytes)"));
   }
-}
-
-// Decompresses a gzip file in chunks. The buffer grows with the data actually inflated, never
-// by what the header claims, and stops once it passes `limit` bytes.
-std::string gunzip_file(const fs::path& path, uint64_t limit) {
-  gzFile gz = gzopen(path.c_str(), "rb");
-  if (gz == nullptr) throw DataError(path.string() + ": cannot open gzip file");
-  std::string out;
-  constexpr size_t kChunk = size_t{1} << 20;
-  while (true) {
-    const size_t old = out.size();
-    out.resize(old + kChunk);
-    int n = gzread(gz, out.data() + old, static_cast<unsigned>(kChunk));
-    if (n < 0) {
-      int err = 0;
-      std::string msg = gzerror(gz, &err);
-      gzclose(gz);
-      throw DataError(path.string() + ": corrupt gzip data: " + msg);
-    }
-    out.resize(old + static_cast<size_t>(n));
-    if (n == 0) break;
-    if (out.size() > limit) break;  // caller reports the trailing bytes
-  }
-  // gzread returns 0 both at the end and on a truncated stream: gzclose_r tells them apart.
-  int rc = gzclose(gz);
-  if (rc != Z_OK && rc != Z_BUF_ERROR) {
-    throw DataError(path.string() + ": corrupt gzip stream (zlib error " + std::to_string(rc) + ")");
-  }
-  if (rc == Z_BUF_ERROR) {
-    throw DataError(path.string() + ": gzip stream is truncated");
-  }
-  return out;
 }
 
 bool is_gzip(const fs::path& path) {
@@ -211,23 +180,13 @@ torch::Tensor read_idx(const fs::path& path) {
     check_size(h, 4 + 4 * h.dims.size(), fs::file_size(path), path.string());
     return parse_idx(read_file(path, kMaxFileBytes), path.string());
   }
-  // gzip: inflate at most header + payload + 1 bytes so trailing data is detected without
-  // inflating an unbounded stream.
+  // gzip: read the header first, then inflate no more than it promises (plus the chunk that
+  // shows trailing data), never an unbounded stream.
   const std::string name = path.string() + " (gzip)";
-  std::string first;
-  {
-    gzFile gz = gzopen(path.c_str(), "rb");
-    if (gz == nullptr) throw DataError(path.string() + ": cannot open gzip file");
-    first.resize(4 + 4 * kMaxDims);
-    int n = gzread(gz, first.data(), static_cast<unsigned>(first.size()));
-    gzclose(gz);
-    if (n < 0) throw DataError(path.string() + ": corrupt gzip data");
-    first.resize(static_cast<size_t>(n));
-  }
-  IdxHeader h = parse_idx_header(first, name);
+  const std::string compressed = read_file(path, kMaxFileBytes);
+  IdxHeader h = parse_idx_header(gunzip(compressed, name, 4 + 4 * kMaxDims), name);
   const uint64_t header_bytes = 4 + 4 * h.dims.size();
-  std::string bytes = gunzip_file(path, header_bytes + h.payload_bytes());
-  return parse_idx(bytes, name);
+  return parse_idx(gunzip(compressed, name, header_bytes + h.payload_bytes()), name);
 }
 
 std::string encode_idx(const torch::Tensor& tensor) {
@@ -247,6 +206,36 @@ std::string encode_idx(const torch::Tensor& tensor) {
   const size_t start = out.size();
   out.append(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel()) * elem);
   swap_to_host(out.data() + start, static_cast<size_t>(t.numel()), elem);
+  return out;
+}
+
+std::string gunzip(std::string_view gz, const std::string& name, uint64_t limit) {
+  if (gz.size() > std::numeric_limits<uInt>::max()) {
+    throw DataError(name + ": compressed file of " + std::to_string(gz.size()) +
+                    " bytes is larger than dtrain reads (4 GiB)");
+  }
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 32) != Z_OK) throw IoError("inflateInit2 failed");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  zs.avail_in = static_cast<uInt>(gz.size());
+  std::string out;
+  constexpr size_t kChunk = size_t{1} << 20;
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END && out.size() <= limit) {
+    const size_t old = out.size();
+    out.resize(old + kChunk);
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + old);
+    zs.avail_out = static_cast<uInt>(kChunk);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    out.resize(old + kChunk - zs.avail_out);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      inflateEnd(&zs);
+      throw DataError(name + (rc == Z_BUF_ERROR ? ": gzip stream is truncated"
+                                                : ": corrupt gzip data (zlib error " +
+                                                      std::to_string(rc) + ")"));
+    }
+  }
+  inflateEnd(&zs);
   return out;
 }
 

@@ -47,6 +47,12 @@ torch::Tensor parse_idx(std::string_view bytes, const std::string& name);
 /// Encodes a CPU tensor of a supported dtype as an IDX image (uncompressed).
 std::string encode_idx(const torch::Tensor& tensor);
 
+/// Inflates a gzip (or zlib) stream in memory. Output grows with the data actually inflated and
+/// stops once it passes `limit` bytes (the caller reports the excess), so a hostile stream cannot
+/// make it allocate more than limit + 1 MiB. Throws DataError naming `name` for corrupt or
+/// truncated data.
+std::string gunzip(std::string_view gz, const std::string& name, uint64_t limit);
+
 /// gzip-compresses bytes (used to write .gz test files).
 std::string gzip_compress(std::string_view bytes);
 

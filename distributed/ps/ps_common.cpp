@@ -16,9 +16,8 @@ std::vector<std::pair<int64_t, int64_t>> partition(int64_t total, int parts) {
 }
 
 void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice) {
-  torch::Tensor c = values.detach().to(torch::kCPU, torch::kFloat).contiguous();
   slice->set_begin(begin);
-  slice->set_values(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()) * 4);
+  slice->set_values(to_bytes(values));
 }
 
 torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what) {
@@ -28,7 +27,7 @@ torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count, const
                                 " bytes), got begin " + std::to_string(slice.begin()) + " and " +
                                 std::to_string(slice.values().size()) + " bytes");
   }
-  return torch::from_blob(const_cast<char*>(slice.values().data()), {count}, torch::kFloat).clone();
+  return from_bytes(slice.values(), count, what);
 }
 
 std::string to_bytes(const torch::Tensor& values) {

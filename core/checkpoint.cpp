@@ -2,7 +2,6 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
@@ -14,6 +13,7 @@
 #include <regex>
 
 #include "core/errors.h"
+#include "core/optimizers.h"
 #include "core/file_util.h"
 
 namespace dtrain {
@@ -157,7 +157,7 @@ fs::path resolve_checkpoint(const fs::path& path) {
 }
 
 void save_checkpoint(const fs::path& path, const torch::nn::Module& module,
-                     const torch::optim::Optimizer* optimizer, const CheckpointMeta& meta) {
+                     const Optimizer* optimizer, const CheckpointMeta& meta) {
   torch::serialize::OutputArchive archive;
   nlohmann::json j = {{"epoch", meta.epoch},         {"config", meta.config},
                       {"model", meta.model},         {"optimizer", meta.optimizer},
@@ -188,7 +188,7 @@ CheckpointMeta read_checkpoint_meta(const fs::path& path) {
 }
 
 CheckpointMeta load_checkpoint(const fs::path& path, torch::nn::Module& module,
-                               torch::optim::Optimizer* optimizer, bool restore_rng) {
+                               Optimizer* optimizer, bool restore_rng) {
   const std::string bytes = read_file(path, kMaxCheckpointBytes);
   auto archive = open_archive(path, bytes);
   CheckpointMeta meta = parse_meta(path, archive);

@@ -13,14 +13,13 @@
 namespace torch::nn {
 class Module;
 }
-namespace torch::optim {
-class Optimizer;
-}
 namespace torch::serialize {
 class OutputArchive;
 }
 
 namespace dtrain {
+
+class Optimizer;
 
 /// What a checkpoint records besides tensors.
 struct CheckpointMeta {
@@ -44,7 +43,7 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
 
 /// Writes atomically. `optimizer` may be null (weights only). Saves the CPU RNG state too.
 void save_checkpoint(const std::filesystem::path& path, const torch::nn::Module& module,
-                     const torch::optim::Optimizer* optimizer, const CheckpointMeta& meta);
+                     const Optimizer* optimizer, const CheckpointMeta& meta);
 
 /// Reads only the metadata (to build the right model before loading weights).
 CheckpointMeta read_checkpoint_meta(const std::filesystem::path& path);
@@ -54,6 +53,6 @@ CheckpointMeta read_checkpoint_meta(const std::filesystem::path& path);
 /// corruption or truncation throws CheckpointError naming the file and what differs.
 /// If `restore_rng`, also restores the CPU RNG state.
 CheckpointMeta load_checkpoint(const std::filesystem::path& path, torch::nn::Module& module,
-                               torch::optim::Optimizer* optimizer, bool restore_rng);
+                               Optimizer* optimizer, bool restore_rng);
 
 }  // namespace dtrain

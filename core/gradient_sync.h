@@ -8,11 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
-namespace torch::optim {
-class Optimizer;
-}
 
 namespace dtrain {
+
+class Optimizer;
 
 /// A parameter or gradient with its module-qualified name ("fc1.weight").
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -42,7 +41,7 @@ class GradientSync {
 
   /// Called once before training (and after a resume): make every process start from the
   /// same parameters and optimizer state.
-  virtual void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) {}
+  virtual void broadcast_state(const NamedTensors& params, Optimizer& optimizer) {}
 
   /// What the Trainer does after synchronize().
   enum class Outcome {
@@ -57,7 +56,7 @@ class GradientSync {
   /// Called on the writer before it saves a checkpoint: brings the local parameters and optimizer
   /// state up to date with the authoritative copy (a parameter server's). `final`: training is
   /// over; wait for the other processes to finish first.
-  virtual void gather_state(const NamedTensors& params, torch::optim::Optimizer& optimizer,
+  virtual void gather_state(const NamedTensors& params, Optimizer& optimizer,
                             bool final) {}
 
   /// Called by every process after its outputs are written, before it exits.

@@ -1,138 +1,297 @@
 #include "core/run_config.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <cmath>
+#include <limits>
+#include <sstream>
 
 #include "core/errors.h"
+#include "core/option_table.h"
+#include "core/optimizers.h"
 
 namespace dtrain {
 
+namespace {
+
+constexpr int64_t kMaxLayerWidth = 1 << 20;
+
+bool finite_at_least(double v, double lo) { return std::isfinite(v) && v >= lo; }
+
+/// Flag-only rows for one hidden layer's width: they write element `i` of hidden_sizes.
+void set_width(RunConfig& c, size_t i, int64_t v) {
+  if (c.hidden_sizes.size() <= i) c.hidden_sizes.resize(i + 1, default_run_config().hidden_sizes.at(i));
+  c.hidden_sizes[i] = v;
+}
+int64_t get_width(const RunConfig& c, size_t i) {
+  return i < c.hidden_sizes.size() ? c.hidden_sizes[i] : 0;
+}
+
+bool valid_widths(const std::vector<int64_t>& sizes) {
+  if (sizes.empty()) return false;
+  for (int64_t h : sizes) {
+    if (h <= 0 || h > kMaxLayerWidth) return false;
+  }
+  return true;
+}
+
+std::vector<ConfigOption> make_table() {
+  using C = RunConfig;
+  const auto positive = [](const int64_t& v) { return v > 0; };
+  const auto width_ok = [](const int64_t& v) { return v > 0 && v <= kMaxLayerWidth; };
+  const std::string width_expected = "a layer width between 1 and " + std::to_string(kMaxLayerWidth);
+  return {
+      // Data and outputs.
+      option("data-dir", &C::data_dir, "folder with the MNIST IDX files (raw or .gz, searched recursively)")
+          .alias("data-folder").required().local(),
+      option("output-dir", &C::output_dir, "where checkpoints, metrics and the model go").local(),
+      // Model.
+      option("model", &C::model, "model name from the registry").defines_model(),
+      flag_only<int64_t>("first-layer-neurons", "width of the first hidden layer")
+          .writes([](C& c, const int64_t& v) { set_width(c, 0, v); },
+                  [](const C& c) { return get_width(c, 0); })
+          .check(width_ok, width_expected),
+      flag_only<int64_t>("second-layer-neurons", "width of the second hidden layer")
+          .writes([](C& c, const int64_t& v) { set_width(c, 1, v); },
+                  [](const C& c) { return get_width(c, 1); })
+          .check(width_ok, width_expected),
+      option("hidden-sizes", &C::hidden_sizes,
+             "all hidden widths, e.g. 512,256,128 (instead of the two flags above)")
+          .no_default().defines_model()
+          .conflicts_with("first-layer-neurons").conflicts_with("second-layer-neurons")
+          .check(valid_widths, "one or more layer widths between 1 and " +
+                                   std::to_string(kMaxLayerWidth)),
+      option("activation", &C::activation, "relu, tanh or sigmoid")
+          .defines_model().choices({"relu", "tanh", "sigmoid"}),
+      // Optimisation.
+      option("epochs", &C::epochs, "epochs to train").check(positive, "a positive integer"),
+      option("batch-size", &C::batch_size, "mini-batch size (per process)")
+          .check(positive, "a positive integer"),
+      option("learning-rate", &C::learning_rate, "learning rate")
+          .check([](const double& v) { return std::isfinite(v) && v > 0; }, "a finite number > 0"),
+      option("optimizer", &C::optimizer, "sgd (with --momentum) or adam").choices(optimizer_names()),
+      option("momentum", &C::momentum, "SGD momentum")
+          .check([](const double& v) { return std::isfinite(v) && v >= 0 && v < 1; },
+                 "a number in [0, 1)"),
+      option("weight-decay", &C::weight_decay, "L2 weight decay")
+          .check([](const double& v) { return finite_at_least(v, 0); }, "a finite number >= 0"),
+      option("seed", &C::seed, "seed for initialisation and shuffling"),
+      // Execution.
+      option("device", &C::device, "auto, cpu or cuda").choices({"auto", "cpu", "cuda"}).local(),
+      option("threads", &C::threads, "CPU threads per process (0: cores / local processes)")
+          .check([](const int& v) { return v >= 0 && v <= 4096; }, "0 (all cores) to 4096")
+          .local(),
+      option("checkpoint-every", &C::checkpoint_every, "write a checkpoint every N epochs (0: never)")
+          .check([](const int64_t& v) { return v >= 0; }, "0 (never) or a positive integer"),
+      option("resume-from", &C::resume_from,
+             "checkpoint file, or folder (newest inside), to continue from")
+          .no_default().local(),
+      // Distribution.
+      option("distributed", &C::distributed,
+             "none; ring (data parallel under mpirun: Horovod-style allreduce); ps (parameter "
+             "servers and workers from TF_CONFIG)")
+          .choices({"none", "ring", "ps"}),
+      option("allreduce", &C::allreduce, "ring (ours) or mpi (the MPI library's MPI_Allreduce)")
+          .choices({"ring", "mpi"}),
+      option("fusion-threshold-mb", &C::fusion_threshold_mb,
+             "gradient fusion buffer size in MiB (0: one buffer per tensor)")
+          .check([](const double& v) { return finite_at_least(v, 0) && v <= 65536; },
+                 "0 to 65536 (0: one buffer per tensor)"),
+      option("compression", &C::compression, "none or fp16 (allreduce gradients in half precision)")
+          .choices({"none", "fp16"}),
+      option("backward-passes-per-step", &C::backward_passes_per_step,
+             "local batches accumulated per allreduce and step")
+          .check([](const int64_t& v) { return v >= 1 && v <= 1000000; }, "1 to 1000000"),
+      option("stall-warning-seconds", &C::stall_warning_seconds,
+             "report ranks that have not reached a collective after this long")
+          .check([](const double& v) { return std::isfinite(v) && v > 0; }, "seconds > 0"),
+      option("stall-abort-seconds", &C::stall_abort_seconds,
+             "abort the job when a collective stalls this long")
+          .check([](const double& v, const C& c) { return finite_at_least(v, c.stall_warning_seconds); },
+                 "seconds >= --stall-warning-seconds"),
+      option("ps-mode", &C::ps_mode,
+             "sync (average one gradient per worker per step) or async (apply on arrival)")
+          .choices({"sync", "async"}),
+      option("connect-timeout", &C::connect_timeout_seconds,
+             "seconds a worker waits for the parameter servers")
+          .json_key("connect_timeout_seconds").local()
+          .check([](const double& v) { return v > 0 && v <= 86400; }, "seconds in (0, 86400]"),
+      option("peer-timeout", &C::peer_timeout_seconds,
+             "seconds after which a silent ps or worker is declared dead")
+          .json_key("peer_timeout_seconds")
+          .check([](const double& v) { return v >= 1 && v <= 86400; }, "seconds in [1, 86400]"),
+  };
+}
+
+}  // namespace
+
+const RunConfig& default_run_config() {
+  static const RunConfig defaults;
+  return defaults;
+}
+
+const std::vector<ConfigOption>& run_options() {
+  static const std::vector<ConfigOption> table = make_table();
+  return table;
+}
+
+const ConfigOption* find_run_option(const std::string& flag) {
+  for (const auto& row : run_options()) {
+    if (row.flag == flag) return &row;
+    for (const auto& a : row.aliases) {
+      if (a == flag) return &row;
+    }
+  }
+  return nullptr;
+}
+
+std::string options_markdown(const std::vector<ConfigOption>& table) {
+  std::string md = "| flag | default | same on every rank | meaning |\n| --- | --- | --- | --- |\n";
+  for (const auto& row : table) {
+    std::string names = "`--" + row.flag + "`";
+    for (const auto& a : row.aliases) names += ", `--" + a + "`";
+    const std::string def = row.required ? "(required)" : row.default_text;
+    md += fmt::format("| {} | {} | {} | {} |\n", names, def, row.shared ? "yes" : "no", row.help);
+  }
+  return md;
+}
+
+std::string join_alternatives(const std::vector<std::string>& values) {
+  if (values.size() <= 1) return values.empty() ? "" : values[0];
+  return fmt::format("{} or {}", fmt::join(values.begin(), values.end() - 1, ", "), values.back());
+}
+
+namespace detail {
+
+namespace {
+
+[[noreturn]] void bad_value(const std::string& flag, const std::string& expected,
+                            const std::string& text) {
+  throw ConfigError("--" + flag + ": expected " + expected + ", got '" + text + "'");
+}
+
+bool parse_integer(const std::string& text, long long& out) {
+  try {
+    size_t used = 0;
+    out = std::stoll(text, &used, 10);
+    return used == text.size() && !text.empty();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+void parse_value(const std::string&, const std::string& text, std::string& out) { out = text; }
+
+void parse_value(const std::string& flag, const std::string& text, int64_t& out) {
+  long long v = 0;
+  if (!parse_integer(text, v)) bad_value(flag, "a whole number", text);
+  out = v;
+}
+
+void parse_value(const std::string& flag, const std::string& text, int& out) {
+  long long v = 0;
+  if (!parse_integer(text, v) || v < std::numeric_limits<int>::min() ||
+      v > std::numeric_limits<int>::max()) {
+    bad_value(flag, "a whole number", text);
+  }
+  out = static_cast<int>(v);
+}
+
+void parse_value(const std::string& flag, const std::string& text, uint64_t& out) {
+  long long v = 0;
+  if (!parse_integer(text, v) || v < 0) bad_value(flag, "a non-negative integer", text);
+  out = static_cast<uint64_t>(v);
+}
+
+void parse_value(const std::string& flag, const std::string& text, double& out) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v)) {
+      out = v;
+      return;
+    }
+  } catch (const std::exception&) {
+  }
+  bad_value(flag, "a finite number", text);
+}
+
+void parse_value(const std::string& flag, const std::string& text, std::vector<int64_t>& out) {
+  out.clear();
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    long long v = 0;
+    if (!parse_integer(item, v)) {
+      bad_value(flag, "comma-separated positive integers like 300,100", text);
+    }
+    out.push_back(v);
+  }
+}
+
+std::string format_value(const std::string& value) { return value; }
+std::string format_value(int64_t value) { return std::to_string(value); }
+std::string format_value(int value) { return std::to_string(value); }
+std::string format_value(uint64_t value) { return std::to_string(value); }
+std::string format_value(double value) { return fmt::format("{}", value); }
+std::string format_value(const std::vector<int64_t>& value) {
+  return fmt::format("{}", fmt::join(value, ","));
+}
+
+template <> const char* type_name<std::string>() { return "text"; }
+template <> const char* type_name<int64_t>() { return "integer"; }
+template <> const char* type_name<int>() { return "integer"; }
+template <> const char* type_name<uint64_t>() { return "integer"; }
+template <> const char* type_name<double>() { return "number"; }
+template <> const char* type_name<std::vector<int64_t>>() { return "integer list"; }
+
+void wrong_json_type(const std::string& key, const std::exception& e) {
+  throw ConfigError("run configuration: field '" + key + "' has the wrong type: " + e.what());
+}
+
+}  // namespace detail
+
 nlohmann::json RunConfig::model_json() const {
-  return {{"model", model}, {"hidden_sizes", hidden_sizes}, {"activation", activation}};
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& row : run_options()) {
+    if (row.defines_model && row.to_json) j[row.json_key] = row.to_json(*this);
+  }
+  return j;
 }
 
 nlohmann::json RunConfig::to_json() const {
-  return {{"data_dir", data_dir},
-          {"output_dir", output_dir},
-          {"model", model},
-          {"hidden_sizes", hidden_sizes},
-          {"activation", activation},
-          {"batch_size", batch_size},
-          {"learning_rate", learning_rate},
-          {"epochs", epochs},
-          {"optimizer", optimizer},
-          {"momentum", momentum},
-          {"weight_decay", weight_decay},
-          {"seed", seed},
-          {"device", device},
-          {"threads", threads},
-          {"checkpoint_every", checkpoint_every},
-          {"resume_from", resume_from},
-          {"distributed", distributed},
-          {"allreduce", allreduce},
-          {"fusion_threshold_mb", fusion_threshold_mb},
-          {"compression", compression},
-          {"backward_passes_per_step", backward_passes_per_step},
-          {"stall_warning_seconds", stall_warning_seconds},
-          {"stall_abort_seconds", stall_abort_seconds},
-          {"ps_mode", ps_mode},
-          {"connect_timeout_seconds", connect_timeout_seconds},
-          {"peer_timeout_seconds", peer_timeout_seconds}};
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& row : run_options()) {
+    if (row.to_json) j[row.json_key] = row.to_json(*this);
+  }
+  return j;
 }
 
 nlohmann::json RunConfig::shared_json() const {
-  nlohmann::json j = to_json();
-  // Paths and thread counts may differ between hosts; everything else must match.
-  for (const char* local : {"data_dir", "output_dir", "resume_from", "threads", "device",
-                            "connect_timeout_seconds"}) {
-    j.erase(local);
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& row : run_options()) {
+    if (row.to_json && row.shared) j[row.json_key] = row.to_json(*this);
   }
   return j;
 }
 
 RunConfig RunConfig::from_json(const nlohmann::json& j) {
-  RunConfig c;
   if (!j.is_object()) throw ConfigError("run configuration: expected a JSON object");
-  auto get = [&](const char* key, auto& field) {
-    auto it = j.find(key);
-    if (it == j.end()) return;
-    try {
-      it->get_to(field);
-    } catch (const nlohmann::json::exception& e) {
-      throw ConfigError(std::string("run configuration: field '") + key +
-                        "' has the wrong type: " + e.what());
-    }
-  };
-  get("data_dir", c.data_dir);
-  get("output_dir", c.output_dir);
-  get("model", c.model);
-  get("hidden_sizes", c.hidden_sizes);
-  get("activation", c.activation);
-  get("batch_size", c.batch_size);
-  get("learning_rate", c.learning_rate);
-  get("epochs", c.epochs);
-  get("optimizer", c.optimizer);
-  get("momentum", c.momentum);
-  get("weight_decay", c.weight_decay);
-  get("seed", c.seed);
-  get("device", c.device);
-  get("threads", c.threads);
-  get("checkpoint_every", c.checkpoint_every);
-  get("resume_from", c.resume_from);
-  get("distributed", c.distributed);
-  get("allreduce", c.allreduce);
-  get("fusion_threshold_mb", c.fusion_threshold_mb);
-  get("compression", c.compression);
-  get("backward_passes_per_step", c.backward_passes_per_step);
-  get("stall_warning_seconds", c.stall_warning_seconds);
-  get("stall_abort_seconds", c.stall_abort_seconds);
-  get("ps_mode", c.ps_mode);
-  get("connect_timeout_seconds", c.connect_timeout_seconds);
-  get("peer_timeout_seconds", c.peer_timeout_seconds);
+  RunConfig c;
+  for (const auto& row : run_options()) {
+    if (!row.from_json) continue;
+    auto it = j.find(row.json_key);
+    if (it != j.end()) row.from_json(c, *it);
+  }
   return c;
 }
 
 void RunConfig::validate() const {
-  auto fail = [](const std::string& flag, const std::string& expected, const std::string& got) {
-    throw ConfigError("--" + flag + ": expected " + expected + ", got " + got);
-  };
-  if (batch_size <= 0) fail("batch-size", "a positive integer", std::to_string(batch_size));
-  if (!std::isfinite(learning_rate) || learning_rate <= 0)
-    fail("learning-rate", "a finite number > 0", std::to_string(learning_rate));
-  if (epochs <= 0) fail("epochs", "a positive integer", std::to_string(epochs));
-  if (optimizer != "sgd" && optimizer != "adam") fail("optimizer", "sgd or adam", optimizer);
-  if (!std::isfinite(momentum) || momentum < 0 || momentum >= 1)
-    fail("momentum", "a number in [0, 1)", std::to_string(momentum));
-  if (!std::isfinite(weight_decay) || weight_decay < 0)
-    fail("weight-decay", "a finite number >= 0", std::to_string(weight_decay));
-  if (device != "auto" && device != "cpu" && device != "cuda")
-    fail("device", "auto, cpu or cuda", device);
-  if (threads < 0) fail("threads", "0 (all cores) or a positive integer", std::to_string(threads));
-  if (checkpoint_every < 0)
-    fail("checkpoint-every", "0 (never) or a positive integer", std::to_string(checkpoint_every));
-  if (distributed != "none" && distributed != "ring" && distributed != "ps")
-    fail("distributed", "none, ring or ps", distributed);
-  if (allreduce != "ring" && allreduce != "mpi") fail("allreduce", "ring or mpi", allreduce);
-  if (!std::isfinite(fusion_threshold_mb) || fusion_threshold_mb < 0 || fusion_threshold_mb > 65536)
-    fail("fusion-threshold-mb", "0 to 65536 (0: one buffer per tensor)",
-         std::to_string(fusion_threshold_mb));
-  if (compression != "none" && compression != "fp16") fail("compression", "none or fp16", compression);
-  if (backward_passes_per_step < 1 || backward_passes_per_step > 1000000)
-    fail("backward-passes-per-step", "1 to 1000000", std::to_string(backward_passes_per_step));
-  if (!std::isfinite(stall_warning_seconds) || stall_warning_seconds <= 0)
-    fail("stall-warning-seconds", "seconds > 0", std::to_string(stall_warning_seconds));
-  if (!std::isfinite(stall_abort_seconds) || stall_abort_seconds < stall_warning_seconds)
-    fail("stall-abort-seconds", "seconds >= --stall-warning-seconds",
-         std::to_string(stall_abort_seconds));
-  if (ps_mode != "sync" && ps_mode != "async") fail("ps-mode", "sync or async", ps_mode);
-  if (!std::isfinite(connect_timeout_seconds) || connect_timeout_seconds <= 0 || connect_timeout_seconds > 86400)
-    fail("connect-timeout", "seconds in (0, 86400]", std::to_string(connect_timeout_seconds));
-  if (!std::isfinite(peer_timeout_seconds) || peer_timeout_seconds < 1 || peer_timeout_seconds > 86400)
-    fail("peer-timeout", "seconds in [1, 86400]", std::to_string(peer_timeout_seconds));
-  if (hidden_sizes.empty()) fail("hidden-sizes", "at least one hidden layer", "none");
-  for (int64_t h : hidden_sizes) {
-    if (h <= 0 || h > (1 << 20))
-      fail("first-layer-neurons/--second-layer-neurons/--hidden-sizes",
-           "layer widths between 1 and 1048576", std::to_string(h));
+  for (const auto& row : run_options()) {
+    if (auto problem = row.check(*this)) throw ConfigError("--" + row.flag + ": expected " + *problem);
   }
 }
 

@@ -10,7 +10,9 @@
 namespace dtrain {
 
 /// The full configuration of a run. Filled from flags (tools/), recorded in run.json and in every
-/// checkpoint, and compared on resume.
+/// checkpoint, and compared on resume. Each field is declared once more, with its flag, JSON key,
+/// help text and checks, in the option table `run_options()` (core/run_config.cpp): everything
+/// else (flags, JSON, validation, the cross-rank check) is derived from that table.
 struct RunConfig {
   // Data and outputs.
   std::string data_dir;
@@ -49,7 +51,7 @@ struct RunConfig {
   double connect_timeout_seconds = 120;  // workers waiting for the ps tasks
   double peer_timeout_seconds = 30;      // a silent peer is declared dead after this
 
-  /// The fields every rank of a distributed run must agree on.
+  /// The fields every rank of a distributed run must agree on (the table's shared rows).
   nlohmann::json shared_json() const;
 
   /// The model-defining part, compared when a checkpoint is loaded.
@@ -57,8 +59,8 @@ struct RunConfig {
   nlohmann::json to_json() const;
   /// Throws ConfigError naming the field if `j` is not a valid configuration.
   static RunConfig from_json(const nlohmann::json& j);
-  /// Checks ranges (positive batch size, finite positive lr, ...); throws ConfigError naming
-  /// the flag.
+  /// Runs every row's checks in table order; throws ConfigError naming the flag, what was
+  /// expected and what was found.
   void validate() const;
 };
 

@@ -3,37 +3,18 @@
 #include <spdlog/spdlog.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/module.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/sgd.h>
 
 #include <chrono>
 #include <tuple>
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
-#include "core/fused_sgd.h"
 
 namespace dtrain {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const RunConfig& c,
-                                                        torch::nn::Module& module) {
-  if (c.optimizer == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        module.parameters(),
-        torch::optim::SGDOptions(c.learning_rate).momentum(c.momentum).weight_decay(
-            c.weight_decay));
-  }
-  if (c.optimizer == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        module.parameters(),
-        torch::optim::AdamOptions(c.learning_rate).weight_decay(c.weight_decay));
-  }
-  throw ConfigError("--optimizer: expected sgd or adam, got " + c.optimizer);
-}
 
 NamedTensors named_parameters(torch::nn::Module& module) {
   NamedTensors out;
@@ -50,7 +31,7 @@ Trainer::Trainer(RunConfig config, Model model, torch::Device device, GradientSy
       sync_(sync != nullptr ? sync : &default_sync_) {
   config_.validate();
   model_.module->to(device_);
-  optimizer_ = make_optimizer(config_, *model_.module);
+  optimizer_ = make_optimizer(OptimizerSettings::from(config_), model_.module->parameters());
 }
 
 Trainer::~Trainer() = default;
@@ -166,7 +147,7 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         const GradientSync::Outcome outcome = sync_->synchronize(grads);
         sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
         if (outcome == GradientSync::Outcome::kApply) {
-          if (!fused_sgd_step(*optimizer_)) optimizer_->step();
+          optimizer_->step();
         } else if (outcome == GradientSync::Outcome::kSkip) {
           ++skipped;
         }

@@ -9,11 +9,9 @@
 #include "core/gradient_sync.h"
 #include "core/metrics.h"
 #include "core/model.h"
+#include "core/optimizers.h"
 #include "core/run_config.h"
 
-namespace torch::optim {
-class Optimizer;
-}
 
 namespace dtrain {
 
@@ -50,7 +48,7 @@ class Trainer {
 
   int64_t epochs_done() const { return epochs_done_; }
   Model& model() { return model_; }
-  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  Optimizer& optimizer() { return *optimizer_; }
   const std::vector<EpochMetrics>& history() const { return history_; }
 
  private:
@@ -61,7 +59,7 @@ class Trainer {
   torch::Device device_;
   GradientSync default_sync_;
   GradientSync* sync_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;
   std::vector<std::unique_ptr<MetricsSink>> sinks_;
   std::vector<EpochMetrics> history_;
   int64_t epochs_done_ = 0;

@@ -1,7 +1,6 @@
 #include "distributed/allreduce_sync.h"
 
 #include <spdlog/spdlog.h>
-#include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
@@ -12,6 +11,7 @@
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
+#include "core/optimizers.h"
 #include "distributed/detail.h"
 
 namespace dtrain::distributed {
@@ -36,7 +36,7 @@ void AllreduceSync::check_consistent(const nlohmann::json& shared_config) {
 }
 
 void AllreduceSync::broadcast_state(const NamedTensors& params,
-                                    torch::optim::Optimizer& optimizer) {
+                                    Optimizer& optimizer) {
   if (comm_->size() == 1) return;
   torch::NoGradGuard no_grad;
   for (const auto& [name, p] : params) {

@@ -33,7 +33,7 @@ class AllreduceSync : public GradientSync {
   int64_t backward_passes_per_step() const override { return options_.backward_passes_per_step; }
 
   void check_consistent(const nlohmann::json& shared_config) override;
-  void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) override;
+  void broadcast_state(const NamedTensors& params, Optimizer& optimizer) override;
   Outcome synchronize(const NamedTensors& grads) override;
   std::vector<double> sum(std::vector<double> values) override;
   nlohmann::json describe() const override;

@@ -59,8 +59,7 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config, const 
     o.token = cluster_token();
     o.connect_timeout_seconds = config.connect_timeout_seconds;
     o.peer_timeout_seconds = config.peer_timeout_seconds;
-    o.optimizer = {{"optimizer", config.optimizer}, {"learning_rate", config.learning_rate},
-                   {"momentum", config.momentum}, {"weight_decay", config.weight_decay}};
+    o.optimizer = OptimizerSettings::from(config);
     o.fault = FaultInjection::from_environment();
     return std::make_unique<ps::PsSync>(std::move(o));
   }

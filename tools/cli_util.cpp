@@ -4,8 +4,8 @@
 #include <dlfcn.h>
 
 #include <algorithm>
-#include <cmath>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "core/errors.h"
@@ -29,37 +29,76 @@ bool parse_or_help(cxxopts::Options& options, int argc, char** argv, cxxopts::Pa
   return true;
 }
 
-std::string data_dir_flag(const cxxopts::ParseResult& result) {
-  std::string dir, folder;
-  if (result.count("data-dir")) dir = result["data-dir"].as<std::string>();
-  if (result.count("data-folder")) folder = result["data-folder"].as<std::string>();
-  if (!dir.empty() && !folder.empty() && dir != folder) {
-    throw ConfigError("--data-dir '" + dir + "' and --data-folder '" + folder +
-                      "' disagree (they are aliases; give one)");
+void add_option_flags(cxxopts::Options& options, const std::vector<ConfigOption>& table) {
+  auto add = options.add_options();
+  for (const auto& row : table) {
+    auto value = cxxopts::value<std::string>();
+    if (!row.default_text.empty()) value->default_value(row.default_text);
+    add(row.flag, row.help, value);
+    for (const auto& alias : row.aliases) add(alias, "alias of --" + row.flag, cxxopts::value<std::string>());
   }
-  return dir.empty() ? folder : dir;
+}
+
+namespace {
+
+/// The value given for `row` under its name or an alias; nullopt if none. Aliases must agree.
+std::optional<std::string> given_value(const cxxopts::ParseResult& r, const ConfigOption& row) {
+  std::optional<std::string> value;
+  std::string from;
+  std::vector<std::string> names = {row.flag};
+  names.insert(names.end(), row.aliases.begin(), row.aliases.end());
+  for (const auto& name : names) {
+    if (!r.count(name)) continue;
+    const std::string v = r[name].as<std::string>();
+    if (value && *value != v) {
+      throw ConfigError("--" + from + " '" + *value + "' and --" + name + " '" + v +
+                        "' disagree (they are aliases; give one)");
+    }
+    value = v;
+    from = name;
+  }
+  return value;
+}
+
+}  // namespace
+
+std::string data_dir_flag(const cxxopts::ParseResult& result) {
+  return given_value(result, *find_run_option("data-dir")).value_or("");
 }
 
 int64_t int_flag(const cxxopts::ParseResult& result, const std::string& name) {
-  const std::string text = result[name].as<std::string>();
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used, 10);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw ConfigError("--" + name + ": expected a whole number, got '" + text + "'");
+  int64_t v = 0;
+  detail::parse_value(name, result[name].as<std::string>(), v);
+  return v;
 }
 
 double double_flag(const cxxopts::ParseResult& result, const std::string& name) {
-  const std::string text = result[name].as<std::string>();
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size() && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
+  double v = 0;
+  detail::parse_value(name, result[name].as<std::string>(), v);
+  return v;
+}
+
+RunConfig run_config_from_flags(const cxxopts::ParseResult& r) {
+  RunConfig config;
+  for (const auto& row : run_options()) {
+    const auto value = given_value(r, row);
+    if (!value) {
+      if (row.required) {
+        std::string names = "--" + row.flag;
+        for (const auto& a : row.aliases) names += " (or --" + a + ")";
+        throw ConfigError(names + " is required");
+      }
+      continue;
+    }
+    for (const auto& other : row.conflicts) {
+      if (r.count(other)) {
+        throw ConfigError("--" + row.flag + " replaces --" + other + "; give one or the other");
+      }
+    }
+    row.parse(config, *value);
   }
-  throw ConfigError("--" + name + ": expected a finite number, got '" + text + "'");
+  config.validate();
+  return config;
 }
 
 int configure_threads(int threads, int local_ranks) {

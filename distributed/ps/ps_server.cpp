@@ -1,7 +1,6 @@
 #include "distributed/ps/ps_server.h"
 
 #include <spdlog/spdlog.h>
-#include <torch/optim/optimizer.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -11,7 +10,7 @@
 
 #include "core/errors.h"
 #include "distributed/detail.h"
-#include "distributed/ps/optimizer_state.h"
+#include "core/optimizers.h"
 #include "distributed/ps/ps_common.h"
 
 namespace dtrain::distributed::ps {
@@ -45,14 +44,15 @@ class Service final : public ParameterServer::Service {
       begin_ = req->begin();
       end_ = req->end();
       shard_ = from_bytes(req->values(), end_ - begin_, "Init values");
-      opt_ = make_optimizer(nlohmann::json::parse(req->optimizer_config()), {shard_});
+      opt_ = make_optimizer(OptimizerSettings::from_json(nlohmann::json::parse(req->optimizer_config())),
+                            {shard_});
       if (!req->optimizer_slots().empty()) {
         FlatOptimizerState st;
         st.step = req->optimizer_step();
         for (const auto& [name, bytes] : req->optimizer_slots()) {
           st.slots[name] = from_bytes(bytes, end_ - begin_, "Init optimizer slot " + name);
         }
-        unflatten_state(*opt_, {shard_}, st);
+        opt_->unflatten(st);
       }
     } catch (const std::exception& e) {
       return {StatusCode::INVALID_ARGUMENT, o_.task + ": bad Init: " + e.what()};
@@ -181,7 +181,7 @@ class Service final : public ParameterServer::Service {
       if (auto s = wait(lock, others_done, "waiting for workers to finish"); !s.ok()) return s;
     }
     to_slice(shard_, begin_, rep->mutable_slice());
-    const FlatOptimizerState st = flatten_state(*opt_, {shard_});
+    const FlatOptimizerState st = opt_->flatten();
     for (const auto& [name, t] : st.slots) (*rep->mutable_optimizer_slots())[name] = to_bytes(t);
     rep->set_optimizer_step(st.step);
     rep->set_version(version_);
@@ -291,7 +291,7 @@ class Service final : public ParameterServer::Service {
   int64_t total_ = 0, begin_ = 0, end_ = 0, version_ = 0, sync_step_ = 0;
   int training_tasks_ = 0;
   torch::Tensor shard_, grad_sum_;
-  std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::unique_ptr<Optimizer> opt_;
   std::set<std::string> registered_, done_, pushed_;
   std::map<std::string, Clock::time_point> last_seen_;
   std::map<int64_t, int64_t> staleness_;

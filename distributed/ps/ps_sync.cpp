@@ -1,14 +1,13 @@
 #include "distributed/ps/ps_sync.h"
 
 #include <spdlog/spdlog.h>
-#include <torch/optim/optimizer.h>
 
 #include <chrono>
 #include <csignal>
 #include <limits>
 
 #include "core/errors.h"
-#include "distributed/ps/optimizer_state.h"
+#include "core/optimizers.h"
 #include "distributed/ps/ps_common.h"
 
 namespace dtrain::distributed::ps {
@@ -163,16 +162,14 @@ void PsSync::write_params(const NamedTensors& params) const {
   }
 }
 
-void PsSync::broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) {
+void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
   params_ = params;
   flat_ = flatten(params);
   ranges_ = partition(flat_.numel(), static_cast<int>(peers_.size()));
   versions_.assign(peers_.size(), 0);
   if (options_.cluster.is_chief()) {
-    std::vector<torch::Tensor> tensors;
-    for (const auto& [name, p] : params) tensors.push_back(p);
-    const FlatOptimizerState state = flatten_state(optimizer, tensors);
-    nlohmann::json opt = options_.optimizer;
+    const FlatOptimizerState state = optimizer.flatten();
+    const nlohmann::json opt = options_.optimizer.to_json();
     for (size_t i = 0; i < peers_.size(); ++i) {
       const auto [b, e] = ranges_[i];
       InitRequest req;
@@ -259,7 +256,7 @@ std::vector<double> PsSync::sum(std::vector<double> values) {
   return values;
 }
 
-void PsSync::gather_state(const NamedTensors& params, torch::optim::Optimizer& optimizer, bool final) {
+void PsSync::gather_state(const NamedTensors& params, Optimizer& optimizer, bool final) {
   FlatOptimizerState state;
   std::map<std::string, std::vector<torch::Tensor>> slots;
   for (size_t i = 0; i < peers_.size(); ++i) {
@@ -287,9 +284,11 @@ void PsSync::gather_state(const NamedTensors& params, torch::optim::Optimizer& o
     if (parts.size() == peers_.size()) state.slots[slot] = torch::cat(parts);
   }
   write_params(params);
-  std::vector<torch::Tensor> tensors;
-  for (const auto& [name, p] : params) tensors.push_back(p);
-  unflatten_state(optimizer, tensors, state);
+  try {
+    optimizer.unflatten(state);
+  } catch (const DataError& ex) {
+    throw CommError(task_ + ": the parameter servers returned " + ex.what());
+  }
 }
 
 void PsSync::finish() {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/gradient_sync.h"
+#include "core/optimizers.h"
 #include "distributed/fault_injection.h"
 #include "distributed/tf_config.h"
 
@@ -23,7 +24,7 @@ struct PsSyncOptions {
   double connect_timeout_seconds = 120;
   double peer_timeout_seconds = 30;
   int64_t max_message_bytes = int64_t{256} << 20;
-  nlohmann::json optimizer;           ///< {optimizer, learning_rate, momentum, weight_decay}
+  OptimizerSettings optimizer;
   FaultInjection fault;
 };
 
@@ -43,10 +44,10 @@ class PsSync : public GradientSync {
   bool is_writer() const override { return options_.cluster.is_chief(); }
 
   void check_consistent(const nlohmann::json& shared_config) override;
-  void broadcast_state(const NamedTensors& params, torch::optim::Optimizer& optimizer) override;
+  void broadcast_state(const NamedTensors& params, Optimizer& optimizer) override;
   Outcome synchronize(const NamedTensors& grads) override;
   std::vector<double> sum(std::vector<double> values) override;
-  void gather_state(const NamedTensors& params, torch::optim::Optimizer& optimizer, bool final) override;
+  void gather_state(const NamedTensors& params, Optimizer& optimizer, bool final) override;
   void finish() override;
   nlohmann::json describe() const override;
 

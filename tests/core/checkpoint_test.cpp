@@ -1,12 +1,11 @@
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
 #include "core/file_util.h"
+#include "core/optimizers.h"
 #include "models/mlp.h"
 #include "test_util.h"
 
@@ -19,7 +18,7 @@ models::Mlp make_mlp(std::vector<int64_t> hidden) {
   return models::Mlp(models::MlpOptions(16, std::move(hidden), 4));
 }
 
-void take_steps(models::Mlp& mlp, torch::optim::Optimizer& opt, int steps) {
+void take_steps(models::Mlp& mlp, Optimizer& opt, int steps) {
   for (int i = 0; i < steps; ++i) {
     opt.zero_grad();
     auto loss = mlp->forward(torch::randn({8, 16})).pow(2).mean();
@@ -45,15 +44,16 @@ TEST(Checkpoint, RoundTripModelOptimizerAndRng) {
   TempDir dir;
   torch::manual_seed(3);
   auto a = make_mlp({8, 6});
-  torch::optim::SGD opt_a(a->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  take_steps(a, opt_a, 3);
-  save_checkpoint(dir / "c.pt", *a, &opt_a, meta_for(2, "sgd"));
+  const OptimizerSettings sgd{"sgd", 0.1, 0.9, 0.0};
+  auto opt_a = make_optimizer(sgd, a->parameters());
+  take_steps(a, *opt_a, 3);
+  save_checkpoint(dir / "c.pt", *a, opt_a.get(), meta_for(2, "sgd"));
   const torch::Tensor expected_draw = torch::rand({4});
 
   torch::manual_seed(99);
   auto b = make_mlp({8, 6});
-  torch::optim::SGD opt_b(b->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  CheckpointMeta meta = load_checkpoint(dir / "c.pt", *b, &opt_b, true);
+  auto opt_b = make_optimizer(sgd, b->parameters());
+  CheckpointMeta meta = load_checkpoint(dir / "c.pt", *b, opt_b.get(), true);
   EXPECT_EQ(meta.epoch, 2);
   EXPECT_EQ(meta.optimizer, "sgd");
   ASSERT_EQ(meta.history.size(), 1u);
@@ -64,9 +64,9 @@ TEST(Checkpoint, RoundTripModelOptimizerAndRng) {
   for (const auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
   // Same momentum buffers: one more identical step keeps them identical.
   torch::manual_seed(5);
-  take_steps(a, opt_a, 1);
+  take_steps(a, *opt_a, 1);
   torch::manual_seed(5);
-  take_steps(b, opt_b, 1);
+  take_steps(b, *opt_b, 1);
   for (const auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
 }
 
@@ -90,8 +90,8 @@ TEST(Checkpoint, WeightsOnlyFileCannotRestoreOptimizer) {
   TempDir dir;
   auto a = make_mlp({8});
   save_checkpoint(dir / "c.pt", *a, nullptr, meta_for(1, ""));
-  torch::optim::SGD opt(a->parameters(), torch::optim::SGDOptions(0.1));
-  EXPECT_THROW(load_checkpoint(dir / "c.pt", *a, &opt, false), CheckpointError);
+  auto opt = make_optimizer({"sgd", 0.1, 0.0, 0.0}, a->parameters());
+  EXPECT_THROW(load_checkpoint(dir / "c.pt", *a, opt.get(), false), CheckpointError);
 }
 
 TEST(Checkpoint, CorruptTruncatedOrForeignFilesAreClearErrors) {

@@ -1,11 +1,9 @@
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
-#include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
-#include "core/fused_sgd.h"
 #include "core/trainer.h"
 #include "data/mnist.h"
 #include "data/sampler.h"
@@ -96,39 +94,6 @@ TEST(Trainer, ResumeRejectsOtherArchitectureAndOptimizer) {
   EXPECT_THROW(run(wider, (dir / "checkpoints").string()), CheckpointError);
   EXPECT_THROW(run(small_config(dir.path(), "adam"), (dir / "checkpoints").string()),
                CheckpointError);
-}
-
-TEST(FusedSgd, MatchesTorchSgdIncludingFirstStepAndState) {
-  for (double momentum : {0.0, 0.9}) {
-    for (double wd : {0.0, 1e-3}) {
-      torch::manual_seed(8);
-      auto a = torch::randn({37, 5}), b = a.clone();
-      a.set_requires_grad(true);
-      b.set_requires_grad(true);
-      auto opts = torch::optim::SGDOptions(0.1).momentum(momentum).weight_decay(wd);
-      torch::optim::SGD reference({a}, opts), fused({b}, opts);
-      for (int step = 0; step < 4; ++step) {
-        auto g = torch::randn({37, 5});
-        a.mutable_grad() = g.clone();
-        b.mutable_grad() = g.clone();
-        reference.step();
-        ASSERT_TRUE(fused_sgd_step(fused));
-        EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-7)) << "momentum " << momentum << " wd " << wd;
-      }
-      // The state is torch's own: a torch step after fused ones continues identically.
-      a.mutable_grad() = torch::ones({37, 5});
-      b.mutable_grad() = torch::ones({37, 5});
-      reference.step();
-      fused.step();
-      EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-7));
-    }
-  }
-  torch::Tensor p = torch::zeros({3}, torch::kDouble).set_requires_grad(true);
-  torch::optim::SGD doubles({p}, torch::optim::SGDOptions(0.1));
-  EXPECT_FALSE(fused_sgd_step(doubles)) << "only float32 CPU parameters take the fused path";
-  torch::optim::SGD nesterov({torch::zeros({3}).set_requires_grad(true)},
-                             torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
-  EXPECT_FALSE(fused_sgd_step(nesterov));
 }
 
 TEST(Trainer, SyncThatSkipsStepsLeavesWeightsAlone) {

@@ -1,0 +1,292 @@
+#include "core/optimizers.h"
+
+#include <torch/serialize/archive.h>
+
+#include <cmath>
+#include <functional>
+
+#include "core/errors.h"
+#include "core/option_table.h"
+#include "core/run_config.h"
+
+namespace dtrain {
+
+namespace {
+
+bool plain_cpu_float(const torch::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous();
+}
+
+/// SGD with momentum and weight decay, as torch::optim::SGD (no dampening, no Nesterov). On
+/// contiguous CPU float tensors the step is one pass per parameter (torch's makes three).
+class Sgd final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+
+  std::vector<std::string> slot_names() const override {
+    if (settings_.momentum == 0) return {};
+    return {"momentum_buffer"};
+  }
+
+  void step() override {
+    torch::NoGradGuard no_grad;
+    const double lr = settings_.learning_rate, m = settings_.momentum, wd = settings_.weight_decay;
+    // The first step starts each buffer as the gradient, as torch does.
+    const bool first = m != 0 && slots_.empty();
+    std::vector<torch::Tensor>* bufs = nullptr;
+    if (m != 0) {
+      bufs = &slots_["momentum_buffer"];
+      if (first) {
+        for (const auto& p : params_) bufs->push_back(torch::zeros_like(p));
+      }
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      torch::Tensor& p = params_[i];
+      const torch::Tensor g = p.grad();
+      if (!g.defined()) continue;
+      if (plain_cpu_float(p) && plain_cpu_float(g)) {
+        fused_step(p, g, bufs != nullptr ? &(*bufs)[i] : nullptr, first, lr, m, wd);
+        continue;
+      }
+      torch::Tensor d = wd != 0 ? g.add(p, wd) : g;
+      if (bufs != nullptr) {
+        torch::Tensor& buf = (*bufs)[i];
+        if (first) {
+          buf.copy_(d);
+        } else {
+          buf.mul_(m).add_(d);
+        }
+        d = buf;
+      }
+      p.add_(d, -lr);
+    }
+    ++step_;
+  }
+
+ private:
+  static void fused_step(torch::Tensor& p, const torch::Tensor& grad, torch::Tensor* buf,
+                         bool first, double lr_d, double m_d, double wd_d) {
+    const float lr = static_cast<float>(lr_d), m = static_cast<float>(m_d),
+                wd = static_cast<float>(wd_d);
+    float* __restrict w = p.data_ptr<float>();
+    const float* __restrict g = grad.data_ptr<float>();
+    const int64_t n = p.numel();
+    if (buf == nullptr) {
+      for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
+      return;
+    }
+    float* __restrict b = buf->data_ptr<float>();
+    if (first) {
+      for (int64_t i = 0; i < n; ++i) {
+        b[i] = g[i] + wd * w[i];
+        w[i] -= lr * b[i];
+      }
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      b[i] = m * b[i] + (g[i] + wd * w[i]);
+      w[i] -= lr * b[i];
+    }
+  }
+};
+
+/// Adam as torch::optim::Adam with its defaults (betas 0.9/0.999, eps 1e-8, no amsgrad).
+class Adam final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
+
+  void step() override {
+    torch::NoGradGuard no_grad;
+    constexpr double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    if (slots_.empty()) {
+      for (const auto& p : params_) {
+        slots_["exp_avg"].push_back(torch::zeros_like(p));
+        slots_["exp_avg_sq"].push_back(torch::zeros_like(p));
+      }
+    }
+    ++step_;
+    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step_));
+    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step_));
+    const double step_size = settings_.learning_rate / bias_correction1;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      torch::Tensor& p = params_[i];
+      torch::Tensor grad = p.grad();
+      if (!grad.defined()) continue;
+      if (settings_.weight_decay != 0) grad = grad.add(p, settings_.weight_decay);
+      torch::Tensor& exp_avg = slots_["exp_avg"][i];
+      torch::Tensor& exp_avg_sq = slots_["exp_avg_sq"][i];
+      exp_avg.mul_(beta1).add_(grad, 1 - beta1);
+      exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+      const torch::Tensor denom = (exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps);
+      p.addcdiv_(exp_avg, denom, -step_size);
+    }
+  }
+};
+
+using Factory =
+    std::function<std::unique_ptr<Optimizer>(const OptimizerSettings&, std::vector<torch::Tensor>)>;
+
+template <class Kind>
+Factory factory() {
+  return [](const OptimizerSettings& s, std::vector<torch::Tensor> params) {
+    return std::unique_ptr<Optimizer>(new Kind(s, std::move(params)));
+  };
+}
+
+/// Every optimizer dtrain has: adding one is a class above and a row here.
+const std::vector<std::pair<std::string, Factory>>& registry() {
+  static const std::vector<std::pair<std::string, Factory>> kinds = {
+      {"sgd", factory<Sgd>()},
+      {"adam", factory<Adam>()},
+  };
+  return kinds;
+}
+
+std::string slot_key(const std::string& slot, size_t index) {
+  return slot + "/" + std::to_string(index);
+}
+
+}  // namespace
+
+OptimizerSettings OptimizerSettings::from(const RunConfig& c) {
+  return {c.optimizer, c.learning_rate, c.momentum, c.weight_decay};
+}
+
+nlohmann::json OptimizerSettings::to_json() const {
+  return {{"optimizer", name},
+          {"learning_rate", learning_rate},
+          {"momentum", momentum},
+          {"weight_decay", weight_decay}};
+}
+
+OptimizerSettings OptimizerSettings::from_json(const nlohmann::json& j) {
+  OptimizerSettings s;
+  try {
+    s.name = j.at("optimizer").get<std::string>();
+    s.learning_rate = j.at("learning_rate").get<double>();
+    s.momentum = j.at("momentum").get<double>();
+    s.weight_decay = j.at("weight_decay").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(std::string("optimizer settings: expected {optimizer, learning_rate, "
+                                  "momentum, weight_decay}: ") + e.what());
+  }
+  return s;
+}
+
+Optimizer::Optimizer(OptimizerSettings settings, std::vector<torch::Tensor> params)
+    : settings_(std::move(settings)), params_(std::move(params)) {}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) {
+    torch::Tensor& g = p.mutable_grad();
+    if (g.defined()) {
+      g.detach_();
+      g.zero_();
+    }
+  }
+}
+
+FlatOptimizerState Optimizer::flatten() const {
+  FlatOptimizerState flat;
+  flat.step = step_;
+  for (const auto& [slot, tensors] : slots_) {
+    std::vector<torch::Tensor> parts;
+    for (const auto& t : tensors) parts.push_back(t.detach().reshape(-1).cpu());
+    flat.slots[slot] = torch::cat(parts);
+  }
+  return flat;
+}
+
+void Optimizer::unflatten(const FlatOptimizerState& flat) {
+  torch::NoGradGuard no_grad;
+  step_ = flat.step;
+  slots_.clear();
+  if (flat.slots.empty()) return;
+  const std::vector<std::string> names = slot_names();
+  int64_t total = 0;
+  for (const auto& p : params_) total += p.numel();
+  for (const auto& name : names) {
+    auto it = flat.slots.find(name);
+    if (it == flat.slots.end()) {
+      throw DataError("optimizer state: " + settings_.name + " needs slot '" + name +
+                      "' but the state has " + join_alternatives([&] {
+                        std::vector<std::string> have;
+                        for (const auto& [k, v] : flat.slots) have.push_back("'" + k + "'");
+                        return have;
+                      }()));
+    }
+    if (it->second.dim() != 1 || it->second.numel() != total) {
+      throw DataError("optimizer state: slot '" + name + "' has " +
+                      std::to_string(it->second.numel()) + " elements but the parameters have " +
+                      std::to_string(total));
+    }
+    int64_t offset = 0;
+    for (const auto& p : params_) {
+      slots_[name].push_back(
+          it->second.narrow(0, offset, p.numel()).reshape(p.sizes()).to(p.options()).clone());
+      offset += p.numel();
+    }
+  }
+  for (const auto& [name, t] : flat.slots) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      throw DataError("optimizer state: slot '" + name + "' is not kept by " + settings_.name);
+    }
+  }
+}
+
+void Optimizer::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("step", torch::tensor(step_, torch::kLong));
+  for (const auto& [slot, tensors] : slots_) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      archive.write(slot_key(slot, i), tensors[i].detach().cpu());
+    }
+  }
+}
+
+void Optimizer::load(torch::serialize::InputArchive& archive) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor step;
+  if (!archive.try_read("step", step) || step.numel() != 1) {
+    throw DataError("optimizer state: no 'step' entry (not written by this dtrain's " +
+                    settings_.name + ")");
+  }
+  std::map<std::string, std::vector<torch::Tensor>> slots;
+  for (const auto& name : slot_names()) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      torch::Tensor t;
+      if (!archive.try_read(slot_key(name, i), t)) {
+        if (i == 0) break;  // no state yet (saved before the first step)
+        throw DataError("optimizer state: missing '" + slot_key(name, i) + "'");
+      }
+      if (t.sizes() != params_[i].sizes()) {
+        throw DataError("optimizer state: '" + slot_key(name, i) + "' does not have the shape of parameter " +
+                        std::to_string(i));
+      }
+      slots[name].push_back(t.to(params_[i].options()));
+    }
+  }
+  if (!slots.empty() && slots.size() != slot_names().size()) {
+    throw DataError("optimizer state: some slots of " + settings_.name + " are missing");
+  }
+  step_ = step.item<int64_t>();
+  slots_ = std::move(slots);
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings,
+                                          std::vector<torch::Tensor> params) {
+  for (const auto& [name, make] : registry()) {
+    if (name == settings.name) return make(settings, std::move(params));
+  }
+  throw ConfigError("--optimizer: expected " + join_alternatives(optimizer_names()) + ", got " +
+                    settings.name);
+}
+
+std::vector<std::string> optimizer_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, make] : registry()) names.push_back(name);
+  return names;
+}
+
+}  // namespace dtrain

@@ -1,0 +1,97 @@
+// Optimizers: each kind has one home here (build, step, state layout for checkpoints and the
+// parameter servers). dtrain keeps optimizer state itself, by parameter position and slot name,
+// rather than in LibTorch's optimizers, whose state maps are keyed by a LibTorch-private,
+// version-dependent key; the arithmetic follows torch::optim::SGD and torch::optim::Adam
+// exactly (tests compare the two).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+namespace torch::serialize {
+class InputArchive;
+class OutputArchive;
+}  // namespace torch::serialize
+
+namespace dtrain {
+
+struct RunConfig;
+
+/// What an optimizer is built from: the RunConfig fields it reads.
+struct OptimizerSettings {
+  std::string name = "sgd";
+  double learning_rate = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+
+  static OptimizerSettings from(const RunConfig& config);
+  nlohmann::json to_json() const;
+  /// Throws ConfigError naming the missing/mistyped key or the unknown optimizer.
+  static OptimizerSettings from_json(const nlohmann::json& j);
+};
+
+/// Optimizer state over a flat vector (the parameters concatenated in order): one tensor per
+/// slot ("momentum_buffer"; "exp_avg", "exp_avg_sq"), plus the step count. No slots: no state
+/// yet (before the first step), or an optimizer without state (SGD without momentum).
+struct FlatOptimizerState {
+  std::map<std::string, torch::Tensor> slots;
+  int64_t step = 0;
+};
+
+/// An optimizer over a fixed list of parameters.
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+
+  const OptimizerSettings& settings() const { return settings_; }
+  const std::vector<torch::Tensor>& params() const { return params_; }
+  /// The per-element state slots this kind keeps (once it has taken a step).
+  virtual std::vector<std::string> slot_names() const = 0;
+
+  void zero_grad();
+  /// One step over every parameter with a gradient.
+  virtual void step() = 0;
+
+  /// Number of steps taken (or restored).
+  int64_t steps() const { return step_; }
+  /// True once the state slots exist.
+  bool has_state() const { return !slots_.empty(); }
+
+  /// The state concatenated over the parameters (on the CPU); empty slots if there is none.
+  FlatOptimizerState flatten() const;
+  /// Sets the state from `flat`; throws DataError naming the slot if it does not fit (missing or
+  /// unknown slot, wrong element count).
+  void unflatten(const FlatOptimizerState& flat);
+
+  /// Writes "step" and "<slot>/<index>" (CPU tensors), so checkpoints are device-independent.
+  void save(torch::serialize::OutputArchive& archive) const;
+  /// Reads what save() wrote onto each parameter's device; throws DataError naming the entry
+  /// that is missing or has the wrong shape.
+  void load(torch::serialize::InputArchive& archive);
+
+  /// Use make_optimizer(); kinds inherit this constructor.
+  Optimizer(OptimizerSettings settings, std::vector<torch::Tensor> params);
+
+ protected:
+  /// Slot name -> one tensor per parameter (created by the kind's first step).
+  std::map<std::string, std::vector<torch::Tensor>> slots_;
+  int64_t step_ = 0;
+  OptimizerSettings settings_;
+  std::vector<torch::Tensor> params_;
+};
+
+/// Builds the optimizer `settings.name` names over `params`; throws ConfigError listing the known
+/// optimizers if there is none of that name.
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings,
+                                          std::vector<torch::Tensor> params);
+
+/// The names make_optimizer accepts.
+std::vector<std::string> optimizer_names();
+
+}  // namespace dtrain

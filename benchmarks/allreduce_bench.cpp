@@ -15,6 +15,7 @@
 #include <fstream>
 #include <string>
 
+#include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
 #include "distributed/backend/mpi/mpi_communicator.h"
@@ -24,12 +25,19 @@ using dtrain::distributed::MpiCommunicator;
 
 namespace {
 
+// "64", "1K", "64M", "1G" -> bytes; throws std::invalid_argument for anything else.
 size_t parse_size(const char* text) {
   char* end = nullptr;
   double v = std::strtod(text, &end);
-  if (*end == 'K' || *end == 'k') v *= 1024;
-  if (*end == 'M' || *end == 'm') v *= 1024 * 1024;
-  if (*end == 'G' || *end == 'g') v *= 1024.0 * 1024 * 1024;
+  if (end == text || !std::isfinite(v) || v < 0) {
+    throw std::invalid_argument(std::string("expected a size like 64, 1K, 64M, got '") + text + "'");
+  }
+  if (*end == 'K' || *end == 'k') v *= 1024, ++end;
+  else if (*end == 'M' || *end == 'm') v *= 1024 * 1024, ++end;
+  else if (*end == 'G' || *end == 'g') v *= 1024.0 * 1024 * 1024, ++end;
+  if (*end != '\0' || v > 1e12) {
+    throw std::invalid_argument(std::string("expected a size like 64, 1K, 64M, got '") + text + "'");
+  }
   return static_cast<size_t>(v);
 }
 
@@ -69,18 +77,35 @@ Result run(MpiCommunicator& comm, torch::Tensor& buf, int iters, int warmup) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  size_t min_bytes = 8, max_bytes = size_t{64} << 20;
-  int iters = 20, warmup = 5;
-  std::string dtype = "float", json_path;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--min-bytes") min_bytes = parse_size(argv[i + 1]);
-    else if (a == "--max-bytes") max_bytes = parse_size(argv[i + 1]);
-    else if (a == "--iters") iters = std::stoi(argv[i + 1]);
-    else if (a == "--warmup") warmup = std::stoi(argv[i + 1]);
-    else if (a == "--dtype") dtype = argv[i + 1];
-    else if (a == "--json") json_path = argv[i + 1];
-    else { std::fprintf(stderr, "unknown flag %s\n", argv[i]); return 2; }
+  cxxopts::Options options("allreduce_bench", "nccl-tests-style allreduce sweep: our ring vs MPI_Allreduce");
+  options.add_options()
+      ("min-bytes", "smallest message (K, M, G suffixes)", cxxopts::value<std::string>()->default_value("8"))
+      ("max-bytes", "largest message", cxxopts::value<std::string>()->default_value("64M"))
+      ("iters", "timed iterations per size", cxxopts::value<int>()->default_value("20"))
+      ("warmup", "untimed iterations per size", cxxopts::value<int>()->default_value("5"))
+      ("dtype", "float, double, int or half", cxxopts::value<std::string>()->default_value("float"))
+      ("json", "also write the results to this file", cxxopts::value<std::string>()->default_value(""))
+      ("h,help", "show this help");
+  size_t min_bytes = 0, max_bytes = 0;
+  int iters = 0, warmup = 0;
+  std::string dtype, json_path;
+  try {
+    const auto r = options.parse(argc, argv);
+    if (r.count("help")) {
+      std::printf("%s\n", options.help().c_str());
+      return 0;
+    }
+    if (!r.unmatched().empty()) throw std::invalid_argument("unexpected argument " + r.unmatched()[0]);
+    min_bytes = parse_size(r["min-bytes"].as<std::string>().c_str());
+    max_bytes = parse_size(r["max-bytes"].as<std::string>().c_str());
+    iters = r["iters"].as<int>();
+    warmup = r["warmup"].as<int>();
+    dtype = r["dtype"].as<std::string>();
+    json_path = r["json"].as<std::string>();
+    if (iters < 1 || warmup < 0) throw std::invalid_argument("--iters must be >= 1, --warmup >= 0");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "allreduce_bench: %s (see --help)\n", e.what());
+    return 2;
   }
   const torch::ScalarType type = dtype == "double" ? torch::kDouble
                                  : dtype == "int"  ? torch::kInt

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <string>
 
+#include <cxxopts.hpp>
+
 #include "core/optimizers.h"
 #include "core/run_config.h"
 #include "data/mnist.h"
@@ -19,10 +21,24 @@
 #include "models/registry.h"
 
 int main(int argc, char** argv) {
+  cxxopts::Options options("step_breakdown", "where one training step's time goes");
+  options.add_options()
+      ("threads", "torch threads", cxxopts::value<int>()->default_value("1"))
+      ("steps", "steps per measured phase", cxxopts::value<int>()->default_value("1200"))
+      ("h,help", "show this help");
   int threads = 1, steps = 1200;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--steps")) steps = std::stoi(argv[i + 1]);
+  try {
+    const auto r = options.parse(argc, argv);
+    if (r.count("help")) {
+      std::printf("%s\n", options.help().c_str());
+      return 0;
+    }
+    threads = r["threads"].as<int>();
+    steps = r["steps"].as<int>();
+    if (threads < 1 || steps < 3) throw std::invalid_argument("--threads >= 1 and --steps >= 3");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "step_breakdown: %s (see --help)\n", e.what());
+    return 2;
   }
   at::set_num_threads(threads);
   torch::manual_seed(0);

@@ -14,6 +14,7 @@
 
 #include "core/errors.h"
 #include "core/optimizers.h"
+#include "core/tensor_text.h"
 #include "core/file_util.h"
 
 namespace dtrain {
@@ -69,12 +70,6 @@ size_t unseal(const fs::path& path, const std::string& bytes) {
     throw CheckpointError(path.string() + ": corrupt checkpoint (CRC-32 mismatch)");
   }
   return kEnvelopeBytes;
-}
-
-std::string shape_str(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? "," : "") + std::to_string(t.size(i));
-  return s + "]";
 }
 
 torch::serialize::InputArchive open_archive(const fs::path& path, const std::string& bytes) {
@@ -204,8 +199,8 @@ CheckpointMeta load_checkpoint(const fs::path& path, torch::nn::Module& module,
     torch::Tensor src = value.toTensor();
     if (src.sizes() != dst.sizes() || src.scalar_type() != dst.scalar_type()) {
       throw CheckpointError(path.string() + ": tensor '" + name + "' has shape " +
-                            shape_str(src) + " " + std::string(c10::toString(src.scalar_type())) +
-                            " but the model expects " + shape_str(dst) + " " +
+                            shape_string(src) + " " + std::string(c10::toString(src.scalar_type())) +
+                            " but the model expects " + shape_string(dst) + " " +
                             c10::toString(dst.scalar_type()) + " (checkpoint model " +
                             meta.model.dump() + ")");
     }

@@ -1,6 +1,7 @@
 #include "core/file_util.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -34,16 +35,34 @@ void write_all(int fd, std::string_view bytes, const fs::path& path) {
 
 }  // namespace
 
+ScopedTempDir::ScopedTempDir(const fs::path& parent, const std::string& prefix) {
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  std::string name = (parent / (prefix + "XXXXXX")).string();
+  if (::mkdtemp(name.data()) == nullptr) {
+    throw IoError(name + ": cannot create a temporary folder: " + errno_text());
+  }
+  path_ = name;
+}
+
+ScopedTempDir::~ScopedTempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
 void write_file_atomic(const fs::path& path, std::string_view bytes) {
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw IoError(dir.string() + ": cannot create folder: " + ec.message());
 
-  fs::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // mkstemp: an unpredictable name created with O_EXCL, so a planted file or symlink of the
+  // same name is never followed or truncated, and concurrent writers never share a temp file.
+  std::string tmp_name = path.string() + ".tmp.XXXXXX";
+  int fd = ::mkostemp(tmp_name.data(), O_CLOEXEC);
+  const fs::path tmp = tmp_name;
   if (fd < 0) throw IoError(tmp.string() + ": cannot create: " + errno_text());
+  ::fchmod(fd, 0644);  // mkstemp creates 0600; outputs are ordinary readable files
   try {
     write_all(fd, bytes, tmp);
     if (::fsync(fd) != 0) throw IoError(tmp.string() + ": fsync failed: " + errno_text());

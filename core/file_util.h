@@ -13,6 +13,20 @@ namespace dtrain {
 /// Creates missing parent folders. Throws IoError naming the path on failure.
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
 
+/// A fresh folder (mkdtemp: unique, unpredictable name) under `parent`, removed with everything
+/// in it when this object goes. Throws IoError naming the folder if it cannot be created.
+class ScopedTempDir {
+ public:
+  ScopedTempDir(const std::filesystem::path& parent, const std::string& prefix);
+  ~ScopedTempDir();
+  ScopedTempDir(const ScopedTempDir&) = delete;
+  ScopedTempDir& operator=(const ScopedTempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 /// Reads a whole file. Throws DataError if it is missing or larger than `max_bytes`,
 /// IoError if reading fails.
 std::string read_file(const std::filesystem::path& path,

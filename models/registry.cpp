@@ -1,5 +1,6 @@
 #include "models/registry.h"
 
+#include <fmt/ranges.h>
 #include <map>
 #include <mutex>
 
@@ -56,8 +57,7 @@ Model build_model(const RunConfig& config, const DataShape& shape) {
     if (it != registry().factories.end()) factory = it->second;
   }
   if (!factory) {
-    std::string known;
-    for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+    const std::string known = fmt::format("{}", fmt::join(model_names(), ", "));
     throw ConfigError("--model: unknown model '" + config.model + "' (known: " + known + ")");
   }
   return factory(config, shape);

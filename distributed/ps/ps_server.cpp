@@ -1,5 +1,6 @@
 #include "distributed/ps/ps_server.h"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -272,9 +273,11 @@ class Service final : public ParameterServer::Service {
   }
 
   std::string missing_pushers() const {
-    std::string s;
-    for (const auto& t : registered_) if (!pushed_.count(t)) s += (s.empty() ? "" : ", ") + t;
-    return s.empty() ? "other workers" : s;
+    std::vector<std::string> missing;
+    for (const auto& t : registered_) {
+      if (!pushed_.count(t)) missing.push_back(t);
+    }
+    return missing.empty() ? "other workers" : fmt::format("{}", fmt::join(missing, ", "));
   }
 
   void apply(const torch::Tensor& grad) {

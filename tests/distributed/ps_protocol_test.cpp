@@ -3,31 +3,17 @@
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <thread>
 
+#include "distributed/ports.h"
 #include "distributed/ps/ps.grpc.pb.h"
 #include "test_util.h"
 
 namespace dtrain::distributed::ps {
 namespace {
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::string floats(std::initializer_list<float> v) {
   return std::string(reinterpret_cast<const char*>(std::data(v)), v.size() * sizeof(float));
@@ -36,7 +22,7 @@ std::string floats(std::initializer_list<float> v) {
 class PsProtocol : public ::testing::Test {
  protected:
   void SetUp() override {
-    address_ = "127.0.0.1:" + std::to_string(free_port());
+    address_ = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
     const std::string tf = "{\"cluster\": {\"ps\": [\"" + address_ +
                            "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
     server_ = std::thread([this, tf] {

@@ -8,6 +8,9 @@
 #include <chrono>
 #include <sstream>
 
+#include <fmt/ranges.h>
+
+#include "distributed/ports.h"
 #include "run_outputs.h"
 
 namespace dtrain {
@@ -106,7 +109,7 @@ TEST_F(PsCluster, WrongTokenIsRejectedAndLogged) {
   const std::string cluster = R"({"ps": ["127.0.0.1:PORT"], "worker": ["127.0.0.1:1"]})";
   // Pick a port, start the ps with token "right", then a worker (the chief) with token "wrong".
   const std::string script =
-      "port=$(python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'); "
+      "port=" + std::to_string(distributed::free_loopback_ports(1)[0]) + "; "
       "cluster=$(echo '" + cluster + "' | sed \"s/PORT/$port/\"); "
       "TF_CONFIG=\"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": \\\"ps\\\", \\\"index\\\": 0}}\" "
       "DTRAIN_CLUSTER_TOKEN=right " + bin + " train --distributed ps --connect-timeout 3" + train_flags(out) +
@@ -132,8 +135,7 @@ TEST_F(PsCluster, DeadWorkerIsNamedAndEveryoneExitsNonZeroWithoutALauncher) {
   const std::string bin = testing::dtrain_binary();
   const std::string flags = " --epochs 50 --peer-timeout 5" + train_flags(out);
   const std::string script =
-      "ports=$(python3 -c 'import socket\nss=[socket.socket() for _ in range(3)]\n"
-      "[s.bind((\"127.0.0.1\", 0)) for s in ss]\nprint(\" \".join(str(s.getsockname()[1]) for s in ss))'); "
+      "ports='" + fmt::format("{}", fmt::join(distributed::free_loopback_ports(3), " ")) + "'; "
       "set -- $ports; "
       "cluster=\"{\\\"ps\\\": [\\\"127.0.0.1:$1\\\"], \\\"worker\\\": [\\\"127.0.0.1:$2\\\", \\\"127.0.0.1:$3\\\"]}\"; "
       "task() { echo \"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": \\\"$1\\\", \\\"index\\\": $2}}\"; }; "

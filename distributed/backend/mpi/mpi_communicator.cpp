@@ -1,5 +1,6 @@
 #include "distributed/backend/mpi/mpi_communicator.h"
 
+#include <fmt/ranges.h>
 #include <c10/util/Half.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -107,9 +108,7 @@ void add_into(void* dst, const void* src, int64_t n, torch::ScalarType type) {
 }
 
 std::string rank_list(const std::vector<int>& ranks) {
-  std::string s;
-  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
-  return s;
+  return fmt::format("{}", fmt::join(ranks, ", "));
 }
 
 // Polls `reqs` until all complete. `rank_of(i)` names the peer of request i. Warns every

@@ -30,13 +30,18 @@ size_t parse_size(const char* text) {
   char* end = nullptr;
   double v = std::strtod(text, &end);
   if (end == text || !std::isfinite(v) || v < 0) {
-    throw std::invalid_argument(std::string("expected a size like 64, 1K, 64M, got '") + text + "'");
+    throw std::invalid_argument(std::string("expected a size like 64, 1K, 64M, got '") + text +
+                                "'");
   }
-  if (*end == 'K' || *end == 'k') v *= 1024, ++end;
-  else if (*end == 'M' || *end == 'm') v *= 1024 * 1024, ++end;
-  else if (*end == 'G' || *end == 'g') v *= 1024.0 * 1024 * 1024, ++end;
+  if (*end == 'K' || *end == 'k')
+    v *= 1024, ++end;
+  else if (*end == 'M' || *end == 'm')
+    v *= 1024 * 1024, ++end;
+  else if (*end == 'G' || *end == 'g')
+    v *= 1024.0 * 1024 * 1024, ++end;
   if (*end != '\0' || v > 1e12) {
-    throw std::invalid_argument(std::string("expected a size like 64, 1K, 64M, got '") + text + "'");
+    throw std::invalid_argument(std::string("expected a size like 64, 1K, 64M, got '") + text +
+                                "'");
   }
   return static_cast<size_t>(v);
 }
@@ -77,15 +82,16 @@ Result run(MpiCommunicator& comm, torch::Tensor& buf, int iters, int warmup) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cxxopts::Options options("allreduce_bench", "nccl-tests-style allreduce sweep: our ring vs MPI_Allreduce");
-  options.add_options()
-      ("min-bytes", "smallest message (K, M, G suffixes)", cxxopts::value<std::string>()->default_value("8"))
-      ("max-bytes", "largest message", cxxopts::value<std::string>()->default_value("64M"))
-      ("iters", "timed iterations per size", cxxopts::value<int>()->default_value("20"))
-      ("warmup", "untimed iterations per size", cxxopts::value<int>()->default_value("5"))
-      ("dtype", "float, double, int or half", cxxopts::value<std::string>()->default_value("float"))
-      ("json", "also write the results to this file", cxxopts::value<std::string>()->default_value(""))
-      ("h,help", "show this help");
+  cxxopts::Options options("allreduce_bench",
+                           "nccl-tests-style allreduce sweep: our ring vs MPI_Allreduce");
+  options.add_options()("min-bytes", "smallest message (K, M, G suffixes)",
+                        cxxopts::value<std::string>()->default_value("8"))(
+      "max-bytes", "largest message", cxxopts::value<std::string>()->default_value("64M"))(
+      "iters", "timed iterations per size", cxxopts::value<int>()->default_value("20"))(
+      "warmup", "untimed iterations per size", cxxopts::value<int>()->default_value("5"))(
+      "dtype", "float, double, int or half", cxxopts::value<std::string>()->default_value("float"))(
+      "json", "also write the results to this file",
+      cxxopts::value<std::string>()->default_value(""))("h,help", "show this help");
   size_t min_bytes = 0, max_bytes = 0;
   int iters = 0, warmup = 0;
   std::string dtype, json_path;
@@ -95,7 +101,8 @@ int main(int argc, char** argv) {
       std::printf("%s\n", options.help().c_str());
       return 0;
     }
-    if (!r.unmatched().empty()) throw std::invalid_argument("unexpected argument " + r.unmatched()[0]);
+    if (!r.unmatched().empty())
+      throw std::invalid_argument("unexpected argument " + r.unmatched()[0]);
     min_bytes = parse_size(r["min-bytes"].as<std::string>().c_str());
     max_bytes = parse_size(r["max-bytes"].as<std::string>().c_str());
     iters = r["iters"].as<int>();
@@ -139,12 +146,23 @@ int main(int argc, char** argv) {
     const double ratio = mpi.busbw > 0 ? ring.busbw / mpi.busbw : 0;
     if (bytes >= (size_t{1} << 20)) ratio_log_sum += std::log(ratio), ++ratio_rows;
     if (root) {
-      std::printf("  %10zu %10lld %6s | %10.1f %8.3f %8.3f %8.1e | %10.1f %8.3f %8.3f %8.1e | %5.2fx\n",
-                  bytes, static_cast<long long>(count), dtype.c_str(), ring.time_us, ring.algbw,
-                  ring.busbw, ring.error, mpi.time_us, mpi.algbw, mpi.busbw, mpi.error, ratio);
-      rows.push_back({{"bytes", bytes}, {"count", count}, {"type", dtype},
-                      {"ring", {{"time_us", ring.time_us}, {"algbw", ring.algbw}, {"busbw", ring.busbw}, {"error", ring.error}}},
-                      {"mpi", {{"time_us", mpi.time_us}, {"algbw", mpi.algbw}, {"busbw", mpi.busbw}, {"error", mpi.error}}},
+      std::printf(
+          "  %10zu %10lld %6s | %10.1f %8.3f %8.3f %8.1e | %10.1f %8.3f %8.3f %8.1e | %5.2fx\n",
+          bytes, static_cast<long long>(count), dtype.c_str(), ring.time_us, ring.algbw, ring.busbw,
+          ring.error, mpi.time_us, mpi.algbw, mpi.busbw, mpi.error, ratio);
+      rows.push_back({{"bytes", bytes},
+                      {"count", count},
+                      {"type", dtype},
+                      {"ring",
+                       {{"time_us", ring.time_us},
+                        {"algbw", ring.algbw},
+                        {"busbw", ring.busbw},
+                        {"error", ring.error}}},
+                      {"mpi",
+                       {{"time_us", mpi.time_us},
+                        {"algbw", mpi.algbw},
+                        {"busbw", mpi.busbw},
+                        {"error", mpi.error}}},
                       {"ratio", ratio}});
     }
   }

@@ -22,10 +22,9 @@
 
 int main(int argc, char** argv) {
   cxxopts::Options options("step_breakdown", "where one training step's time goes");
-  options.add_options()
-      ("threads", "torch threads", cxxopts::value<int>()->default_value("1"))
-      ("steps", "steps per measured phase", cxxopts::value<int>()->default_value("1200"))
-      ("h,help", "show this help");
+  options.add_options()("threads", "torch threads", cxxopts::value<int>()->default_value("1"))(
+      "steps", "steps per measured phase", cxxopts::value<int>()->default_value("1200"))(
+      "h,help", "show this help");
   int threads = 1, steps = 1200;
   try {
     const auto r = options.parse(argc, argv);
@@ -73,7 +72,9 @@ int main(int argc, char** argv) {
           opt.step();
         }
       }
-      (mode == 0 ? fused_us : mode == 1 ? autograd_us : fused_sgd_us) +=
+      (mode == 0   ? fused_us
+       : mode == 1 ? autograd_us
+                   : fused_sgd_us) +=
           std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
     }
   }
@@ -104,11 +105,13 @@ int main(int argc, char** argv) {
     t_step += lap(t);
   }
   const double total = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-  std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, threads %d, %d steps\n", threads, steps);
+  std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, threads %d, %d steps\n", threads,
+              steps);
   std::printf("# autograd step by phase:\n%-22s %10s %8s\n", "# phase", "us/step", "share");
-  const std::pair<const char*, double> rows[] = {
-      {"batch (gather+scale)", t_batch}, {"zero_grad+forward+loss", t_fwd},
-      {"backward", t_bwd}, {"optimizer step", t_step}};
+  const std::pair<const char*, double> rows[] = {{"batch (gather+scale)", t_batch},
+                                                 {"zero_grad+forward+loss", t_fwd},
+                                                 {"backward", t_bwd},
+                                                 {"optimizer step", t_step}};
   for (const auto& [name, us] : rows) {
     std::printf("  %-22s %10.1f %7.1f%%\n", name, us / steps, 100 * us / total);
   }

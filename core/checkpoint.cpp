@@ -8,14 +8,14 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <mutex>
 #include <cstdio>
+#include <mutex>
 #include <regex>
 
 #include "core/errors.h"
+#include "core/file_util.h"
 #include "core/optimizers.h"
 #include "core/tensor_text.h"
-#include "core/file_util.h"
 
 namespace dtrain {
 namespace fs = std::filesystem;
@@ -53,7 +53,8 @@ std::string seal(const std::string& payload) {
 
 // Checks the envelope and returns the payload's offset.
 size_t unseal(const fs::path& path, const std::string& bytes) {
-  if (bytes.size() < kEnvelopeBytes || bytes.compare(0, sizeof(kMagic), kMagic, sizeof(kMagic)) != 0) {
+  if (bytes.size() < kEnvelopeBytes ||
+      bytes.compare(0, sizeof(kMagic), kMagic, sizeof(kMagic)) != 0) {
     throw CheckpointError(path.string() + ": not a dtrain checkpoint (no DTRAIN-CKPT header)");
   }
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data() + sizeof(kMagic));
@@ -84,8 +85,8 @@ torch::serialize::InputArchive open_archive(const fs::path& path, const std::str
   c10::IValue format;
   if (!archive.try_read("dtrain_format", format) || !format.isString() ||
       format.toStringRef() != kFormat) {
-    throw CheckpointError(path.string() + ": not a dtrain checkpoint (expected format '" +
-                          kFormat + "')");
+    throw CheckpointError(path.string() + ": not a dtrain checkpoint (expected format '" + kFormat +
+                          "')");
   }
   return archive;
 }
@@ -154,9 +155,12 @@ fs::path resolve_checkpoint(const fs::path& path) {
 void save_checkpoint(const fs::path& path, const torch::nn::Module& module,
                      const Optimizer* optimizer, const CheckpointMeta& meta) {
   torch::serialize::OutputArchive archive;
-  nlohmann::json j = {{"epoch", meta.epoch},         {"config", meta.config},
-                      {"model", meta.model},         {"optimizer", meta.optimizer},
-                      {"history", nlohmann::json::array()}, {"extra", meta.extra}};
+  nlohmann::json j = {{"epoch", meta.epoch},
+                      {"config", meta.config},
+                      {"model", meta.model},
+                      {"optimizer", meta.optimizer},
+                      {"history", nlohmann::json::array()},
+                      {"extra", meta.extra}};
   for (const auto& m : meta.history) j["history"].push_back(m.to_json());
   archive.write("dtrain_format", c10::IValue(std::string(kFormat)));
   archive.write("dtrain_meta", c10::IValue(j.dump()));
@@ -192,17 +196,17 @@ CheckpointMeta load_checkpoint(const fs::path& path, torch::nn::Module& module,
   auto load_tensor = [&](const std::string& key, const std::string& name, torch::Tensor& dst) {
     c10::IValue value;
     if (!archive.try_read(key, value) || !value.isTensor()) {
-      throw CheckpointError(path.string() + ": has no tensor '" + name +
-                            "' (the checkpoint is of another model architecture: " +
-                            meta.model.dump() + ")");
+      throw CheckpointError(
+          path.string() + ": has no tensor '" + name +
+          "' (the checkpoint is of another model architecture: " + meta.model.dump() + ")");
     }
     torch::Tensor src = value.toTensor();
     if (src.sizes() != dst.sizes() || src.scalar_type() != dst.scalar_type()) {
-      throw CheckpointError(path.string() + ": tensor '" + name + "' has shape " +
-                            shape_string(src) + " " + std::string(c10::toString(src.scalar_type())) +
-                            " but the model expects " + shape_string(dst) + " " +
-                            c10::toString(dst.scalar_type()) + " (checkpoint model " +
-                            meta.model.dump() + ")");
+      throw CheckpointError(
+          path.string() + ": tensor '" + name + "' has shape " + shape_string(src) + " " +
+          std::string(c10::toString(src.scalar_type())) + " but the model expects " +
+          shape_string(dst) + " " + c10::toString(dst.scalar_type()) + " (checkpoint model " +
+          meta.model.dump() + ")");
     }
     dst.copy_(src);
   };

@@ -23,10 +23,10 @@ class Optimizer;
 
 /// What a checkpoint records besides tensors.
 struct CheckpointMeta {
-  int64_t epoch = 0;            ///< epochs completed when it was written
-  nlohmann::json config;        ///< RunConfig::to_json() of the run that wrote it
-  nlohmann::json model;         ///< RunConfig::model_json(): compared on load
-  std::string optimizer;        ///< "sgd", "adam" or "" for a weights-only file
+  int64_t epoch = 0;      ///< epochs completed when it was written
+  nlohmann::json config;  ///< RunConfig::to_json() of the run that wrote it
+  nlohmann::json model;   ///< RunConfig::model_json(): compared on load
+  std::string optimizer;  ///< "sgd", "adam" or "" for a weights-only file
   std::vector<EpochMetrics> history;
   nlohmann::json extra = nlohmann::json::object();  ///< final metrics of exported models, ...
 };

@@ -5,9 +5,8 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
-
+#include <nlohmann/json.hpp>
 
 namespace dtrain {
 
@@ -56,8 +55,7 @@ class GradientSync {
   /// Called on the writer before it saves a checkpoint: brings the local parameters and optimizer
   /// state up to date with the authoritative copy (a parameter server's). `final`: training is
   /// over; wait for the other processes to finish first.
-  virtual void gather_state(const NamedTensors& params, Optimizer& optimizer,
-                            bool final) {}
+  virtual void gather_state(const NamedTensors& params, Optimizer& optimizer, bool final) {}
 
   /// Called by every process after its outputs are written, before it exits.
   virtual void finish() {}

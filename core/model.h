@@ -6,8 +6,8 @@
 #include <string>
 #include <utility>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 namespace torch::nn {
 class Module;

@@ -170,7 +170,8 @@ OptimizerSettings OptimizerSettings::from_json(const nlohmann::json& j) {
     s.weight_decay = j.at("weight_decay").get<double>();
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(std::string("optimizer settings: expected {optimizer, learning_rate, "
-                                  "momentum, weight_decay}: ") + e.what());
+                                  "momentum, weight_decay}: ") +
+                      e.what());
   }
   return s;
 }
@@ -261,8 +262,8 @@ void Optimizer::load(torch::serialize::InputArchive& archive) {
         throw DataError("optimizer state: missing '" + slot_key(name, i) + "'");
       }
       if (t.sizes() != params_[i].sizes()) {
-        throw DataError("optimizer state: '" + slot_key(name, i) + "' does not have the shape of parameter " +
-                        std::to_string(i));
+        throw DataError("optimizer state: '" + slot_key(name, i) +
+                        "' does not have the shape of parameter " + std::to_string(i));
       }
       slots[name].push_back(t.to(params_[i].options()));
     }

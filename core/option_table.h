@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
-#include <type_traits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -23,12 +23,12 @@ const RunConfig& default_run_config();
 
 /// One option of RunConfig. Built with `option(...)` below; read-only afterwards.
 struct ConfigOption {
-  std::string flag;       ///< command-line name without "--" (also a sweep parameter name)
-  std::string json_key;   ///< key in run.json/checkpoints; empty: flag only (writes another field)
+  std::string flag;      ///< command-line name without "--" (also a sweep parameter name)
+  std::string json_key;  ///< key in run.json/checkpoints; empty: flag only (writes another field)
   std::string help;
   std::string type_name;  ///< "integer", "number", "text", "integer list" (for help and sweeps)
-  std::vector<std::string> aliases;  ///< other flag names for the same option
-  std::vector<std::string> choices;  ///< allowed values of a text option (empty: any)
+  std::vector<std::string> aliases;    ///< other flag names for the same option
+  std::vector<std::string> choices;    ///< allowed values of a text option (empty: any)
   std::vector<std::string> conflicts;  ///< flags that must not be given together with this one
   bool required = false;
   bool shared = true;          ///< every rank / PS task must agree on it
@@ -67,7 +67,20 @@ std::string format_value(int value);
 std::string format_value(uint64_t value);
 std::string format_value(double value);
 std::string format_value(const std::vector<int64_t>& value);
-template <class T> const char* type_name();
+template <class T>
+/// How a field's type is named in help text and sweep errors.
+template <class T>
+constexpr const char* type_name() {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return "text";
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return "number";
+  } else if constexpr (std::is_integral_v<T>) {
+    return "integer";
+  } else {
+    return "integer list";
+  }
+}
 /// Throws ConfigError "run configuration: field 'key' has the wrong type: ...".
 [[noreturn]] void wrong_json_type(const std::string& key, const std::exception& e);
 
@@ -100,23 +113,41 @@ class OptionBuilder {
   OptionBuilder& choices(std::vector<std::string> values) {
     row_.choices = values;
     const std::string expected = join_alternatives(values);
-    return check([values](const T& v) {
-      return std::find(values.begin(), values.end(), v) != values.end();
-    }, expected);
+    return check(
+        [values](const T& v) { return std::find(values.begin(), values.end(), v) != values.end(); },
+        expected);
   }
-  OptionBuilder& json_key(std::string key) { row_.json_key = std::move(key); return *this; }
-  OptionBuilder& alias(std::string name) { row_.aliases.push_back(std::move(name)); return *this; }
+  OptionBuilder& json_key(std::string key) {
+    row_.json_key = std::move(key);
+    return *this;
+  }
+  OptionBuilder& alias(std::string name) {
+    row_.aliases.push_back(std::move(name));
+    return *this;
+  }
   OptionBuilder& conflicts_with(std::string flag) {
     row_.conflicts.push_back(std::move(flag));
     return *this;
   }
-  OptionBuilder& required() { row_.required = true; return no_default(); }
+  OptionBuilder& required() {
+    row_.required = true;
+    return no_default();
+  }
   /// Differs per host or process (paths, thread counts, timeouts of one process): not compared
   /// across ranks.
-  OptionBuilder& local() { row_.shared = false; return *this; }
-  OptionBuilder& defines_model() { row_.defines_model = true; return *this; }
+  OptionBuilder& local() {
+    row_.shared = false;
+    return *this;
+  }
+  OptionBuilder& defines_model() {
+    row_.defines_model = true;
+    return *this;
+  }
   /// No default shown: the option is unset unless given.
-  OptionBuilder& no_default() { no_default_ = true; return *this; }
+  OptionBuilder& no_default() {
+    no_default_ = true;
+    return *this;
+  }
   /// A flag that stores into a field another option owns (one element of a list): no JSON key,
   /// no checks of its own beyond those given here.
   OptionBuilder& writes(std::function<void(RunConfig&, const T&)> store,
@@ -130,10 +161,12 @@ class OptionBuilder {
   operator ConfigOption() const {  // NOLINT: rows convert implicitly in the table initializer
     ConfigOption r = row_;
     const auto member = member_;
-    auto store = store_ ? store_ : std::function<void(RunConfig&, const T&)>(
-                                       [member](RunConfig& c, const T& v) { c.*member = v; });
-    auto load = load_ ? load_ : std::function<T(const RunConfig&)>(
-                                    [member](const RunConfig& c) { return c.*member; });
+    auto store = store_ ? store_
+                        : std::function<void(RunConfig&, const T&)>(
+                              [member](RunConfig& c, const T& v) { c.*member = v; });
+    auto load = load_ ? load_ : std::function<T(const RunConfig&)>([member](const RunConfig& c) {
+      return c.*member;
+    });
     const std::string flag = r.flag, key = r.json_key;
     auto checks = checks_;
     // A row that writes into another row's field checks its own value when parsed; the owning

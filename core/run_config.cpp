@@ -8,8 +8,8 @@
 #include <sstream>
 
 #include "core/errors.h"
-#include "core/option_table.h"
 #include "core/optimizers.h"
+#include "core/option_table.h"
 
 namespace dtrain {
 
@@ -21,7 +21,8 @@ bool finite_at_least(double v, double lo) { return std::isfinite(v) && v >= lo; 
 
 /// Flag-only rows for one hidden layer's width: they write element `i` of hidden_sizes.
 void set_width(RunConfig& c, size_t i, int64_t v) {
-  if (c.hidden_sizes.size() <= i) c.hidden_sizes.resize(i + 1, default_run_config().hidden_sizes.at(i));
+  if (c.hidden_sizes.size() <= i)
+    c.hidden_sizes.resize(i + 1, default_run_config().hidden_sizes.at(i));
   c.hidden_sizes[i] = v;
 }
 int64_t get_width(const RunConfig& c, size_t i) {
@@ -40,11 +41,15 @@ std::vector<ConfigOption> make_table() {
   using C = RunConfig;
   const auto positive = [](const int64_t& v) { return v > 0; };
   const auto width_ok = [](const int64_t& v) { return v > 0 && v <= kMaxLayerWidth; };
-  const std::string width_expected = "a layer width between 1 and " + std::to_string(kMaxLayerWidth);
+  const std::string width_expected =
+      "a layer width between 1 and " + std::to_string(kMaxLayerWidth);
   return {
       // Data and outputs.
-      option("data-dir", &C::data_dir, "folder with the MNIST IDX files (raw or .gz, searched recursively)")
-          .alias("data-folder").required().local(),
+      option("data-dir", &C::data_dir,
+             "folder with the MNIST IDX files (raw or .gz, searched recursively)")
+          .alias("data-folder")
+          .required()
+          .local(),
       option("output-dir", &C::output_dir, "where checkpoints, metrics and the model go").local(),
       // Model.
       option("model", &C::model, "model name from the registry").defines_model(),
@@ -58,19 +63,23 @@ std::vector<ConfigOption> make_table() {
           .check(width_ok, width_expected),
       option("hidden-sizes", &C::hidden_sizes,
              "all hidden widths, e.g. 512,256,128 (instead of the two flags above)")
-          .no_default().defines_model()
-          .conflicts_with("first-layer-neurons").conflicts_with("second-layer-neurons")
-          .check(valid_widths, "one or more layer widths between 1 and " +
-                                   std::to_string(kMaxLayerWidth)),
+          .no_default()
+          .defines_model()
+          .conflicts_with("first-layer-neurons")
+          .conflicts_with("second-layer-neurons")
+          .check(valid_widths,
+                 "one or more layer widths between 1 and " + std::to_string(kMaxLayerWidth)),
       option("activation", &C::activation, "relu, tanh or sigmoid")
-          .defines_model().choices({"relu", "tanh", "sigmoid"}),
+          .defines_model()
+          .choices({"relu", "tanh", "sigmoid"}),
       // Optimisation.
       option("epochs", &C::epochs, "epochs to train").check(positive, "a positive integer"),
       option("batch-size", &C::batch_size, "mini-batch size (per process)")
           .check(positive, "a positive integer"),
       option("learning-rate", &C::learning_rate, "learning rate")
           .check([](const double& v) { return std::isfinite(v) && v > 0; }, "a finite number > 0"),
-      option("optimizer", &C::optimizer, "sgd (with --momentum) or adam").choices(optimizer_names()),
+      option("optimizer", &C::optimizer, "sgd (with --momentum) or adam")
+          .choices(optimizer_names()),
       option("momentum", &C::momentum, "SGD momentum")
           .check([](const double& v) { return std::isfinite(v) && v >= 0 && v < 1; },
                  "a number in [0, 1)"),
@@ -82,11 +91,13 @@ std::vector<ConfigOption> make_table() {
       option("threads", &C::threads, "CPU threads per process (0: cores / local processes)")
           .check([](const int& v) { return v >= 0 && v <= 4096; }, "0 (all cores) to 4096")
           .local(),
-      option("checkpoint-every", &C::checkpoint_every, "write a checkpoint every N epochs (0: never)")
+      option("checkpoint-every", &C::checkpoint_every,
+             "write a checkpoint every N epochs (0: never)")
           .check([](const int64_t& v) { return v >= 0; }, "0 (never) or a positive integer"),
       option("resume-from", &C::resume_from,
              "checkpoint file, or folder (newest inside), to continue from")
-          .no_default().local(),
+          .no_default()
+          .local(),
       // Distribution.
       option("distributed", &C::distributed,
              "none; ring (data parallel under mpirun: Horovod-style allreduce); ps (parameter "
@@ -108,14 +119,16 @@ std::vector<ConfigOption> make_table() {
           .check([](const double& v) { return std::isfinite(v) && v > 0; }, "seconds > 0"),
       option("stall-abort-seconds", &C::stall_abort_seconds,
              "abort the job when a collective stalls this long")
-          .check([](const double& v, const C& c) { return finite_at_least(v, c.stall_warning_seconds); },
+          .check([](const double& v,
+                    const C& c) { return finite_at_least(v, c.stall_warning_seconds); },
                  "seconds >= --stall-warning-seconds"),
       option("ps-mode", &C::ps_mode,
              "sync (average one gradient per worker per step) or async (apply on arrival)")
           .choices({"sync", "async"}),
       option("connect-timeout", &C::connect_timeout_seconds,
              "seconds a worker waits for the parameter servers")
-          .json_key("connect_timeout_seconds").local()
+          .json_key("connect_timeout_seconds")
+          .local()
           .check([](const double& v) { return v > 0 && v <= 86400; }, "seconds in (0, 86400]"),
       option("peer-timeout", &C::peer_timeout_seconds,
              "seconds after which a silent ps or worker is declared dead")
@@ -241,13 +254,6 @@ std::string format_value(const std::vector<int64_t>& value) {
   return fmt::format("{}", fmt::join(value, ","));
 }
 
-template <> const char* type_name<std::string>() { return "text"; }
-template <> const char* type_name<int64_t>() { return "integer"; }
-template <> const char* type_name<int>() { return "integer"; }
-template <> const char* type_name<uint64_t>() { return "integer"; }
-template <> const char* type_name<double>() { return "number"; }
-template <> const char* type_name<std::vector<int64_t>>() { return "integer list"; }
-
 void wrong_json_type(const std::string& key, const std::exception& e) {
   throw ConfigError("run configuration: field '" + key + "' has the wrong type: " + e.what());
 }
@@ -291,7 +297,8 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
 
 void RunConfig::validate() const {
   for (const auto& row : run_options()) {
-    if (auto problem = row.check(*this)) throw ConfigError("--" + row.flag + ": expected " + *problem);
+    if (auto problem = row.check(*this))
+      throw ConfigError("--" + row.flag + ": expected " + *problem);
   }
 }
 

@@ -47,7 +47,7 @@ struct RunConfig {
   int64_t backward_passes_per_step = 1;
   double stall_warning_seconds = 60;
   double stall_abort_seconds = 600;
-  std::string ps_mode = "sync";         // sync | async
+  std::string ps_mode = "sync";          // sync | async
   double connect_timeout_seconds = 120;  // workers waiting for the ps tasks
   double peer_timeout_seconds = 30;      // a silent peer is declared dead after this
 

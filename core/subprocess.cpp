@@ -109,7 +109,8 @@ Subprocess::Subprocess(ProcessOptions options) : options_(std::move(options)) {
   pid_ = ::fork();
   if (pid_ < 0) {
     const int e = errno;
-    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) if (fd >= 0) ::close(fd);
+    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]})
+      if (fd >= 0) ::close(fd);
     throw IoError(options_.name + ": cannot start: " + std::strerror(e));
   }
   if (pid_ == 0) {
@@ -124,7 +125,8 @@ Subprocess::Subprocess(ProcessOptions options) : options_(std::move(options)) {
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull < 0 || ::dup2(devnull, STDIN_FILENO) < 0) fail(errno);
     if (lines) {
-      if (::dup2(out_pipe[1], STDOUT_FILENO) < 0 || ::dup2(out_pipe[1], STDERR_FILENO) < 0) fail(errno);
+      if (::dup2(out_pipe[1], STDOUT_FILENO) < 0 || ::dup2(out_pipe[1], STDERR_FILENO) < 0)
+        fail(errno);
     } else if (options_.output == ProcessOptions::Output::kToStderr) {
       if (::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) fail(errno);
     }
@@ -151,8 +153,8 @@ Subprocess::Subprocess(ProcessOptions options) : options_(std::move(options)) {
     ::waitpid(pid_, &status, 0);
     if (lines) ::close(out_pipe[0]);
     pid_ = -1;
-    throw IoError(options_.name + ": cannot run " + program +
-                  (cwd.empty() ? "" : " in " + cwd) + ": " + std::strerror(child_errno));
+    throw IoError(options_.name + ": cannot run " + program + (cwd.empty() ? "" : " in " + cwd) +
+                  ": " + std::strerror(child_errno));
   }
   if (lines) {
     auto on_line = options_.on_line ? options_.on_line : [](const std::string&) {};

@@ -74,8 +74,10 @@ std::filesystem::path Trainer::save_checkpoint() const {
 EvalResult Trainer::evaluate(const BatchSource& data, const Sampler& sampler) {
   torch::NoGradGuard no_grad;
   model_.module->eval();
-  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
-  torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device_));
+  torch::Tensor loss_sum =
+      torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  torch::Tensor correct =
+      torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device_));
   int64_t samples = 0;
   for (const auto& indices : sampler.batches(0)) {
     Batch b = data.get(indices, device_);
@@ -131,8 +133,8 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       torch::Tensor logits, loss;
       if (model_.train_step) {
         // Hand-written backward: no autograd graph, gradients overwritten at a group's start.
-        std::tie(loss, logits) = model_.train_step(b.inputs, b.targets,
-                                                   1.0 / static_cast<double>(accumulate), !group_start);
+        std::tie(loss, logits) = model_.train_step(
+            b.inputs, b.targets, 1.0 / static_cast<double>(accumulate), !group_start);
       } else {
         if (group_start) optimizer_->zero_grad();
         logits = model_.forward(b.inputs);
@@ -162,8 +164,7 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       }
     }
 
-    auto totals = sync_->sum({loss_sum.item<double>(),
-                              static_cast<double>(correct.item<int64_t>()),
+    auto totals = sync_->sum({loss_sum.item<double>(), static_cast<double>(correct.item<int64_t>()),
                               static_cast<double>(samples)});
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     EvalResult val = evaluate(validation, validation_sampler);
@@ -185,7 +186,8 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     if (is_writer()) {
       for (auto& sink : sinks_) sink->on_epoch(m, history_);
       const bool last = epoch == config_.epochs;
-      const bool due = config_.checkpoint_every > 0 && (epoch % config_.checkpoint_every == 0 || last);
+      const bool due =
+          config_.checkpoint_every > 0 && (epoch % config_.checkpoint_every == 0 || last);
       if (due || last) sync_->gather_state(params, *optimizer_, last);
       if (due) spdlog::info("checkpoint written: {}", save_checkpoint().string());
     }

@@ -12,7 +12,6 @@
 #include "core/optimizers.h"
 #include "core/run_config.h"
 
-
 namespace dtrain {
 
 struct EvalResult {

@@ -104,7 +104,8 @@ void from_folder(const fs::path& dir, const fs::path& into, SourceReport& report
     std::string bytes;
     try {
       bytes = read_file(candidate, kMaxFileBytes);
-      done[i] = install_verified(std::move(bytes), candidate.string(), kMnistFiles[i], into, report);
+      done[i] =
+          install_verified(std::move(bytes), candidate.string(), kMnistFiles[i], into, report);
     } catch (const DataError& e) {
       report.mismatches.push_back(e.what());
       spdlog::error("{}", e.what());
@@ -134,7 +135,8 @@ void fetch_mnist(const FetchOptions& o) {
   SourceReport report;
 
   if (!all_done() && !o.from.empty()) {
-    if (!fs::is_directory(o.from, ec)) throw ConfigError("--from: " + o.from.string() + " is not a folder");
+    if (!fs::is_directory(o.from, ec))
+      throw ConfigError("--from: " + o.from.string() + " is not a folder");
     from_folder(o.from, o.into, report, done);
   }
   if (!all_done() && o.use_npm) {

@@ -26,24 +26,36 @@ uint32_t read_be32(const unsigned char* p) {
 
 torch::Dtype dtype_of(IdxType t) {
   switch (t) {
-    case IdxType::kUInt8: return torch::kUInt8;
-    case IdxType::kInt8: return torch::kInt8;
-    case IdxType::kInt16: return torch::kInt16;
-    case IdxType::kInt32: return torch::kInt32;
-    case IdxType::kFloat32: return torch::kFloat32;
-    case IdxType::kFloat64: return torch::kFloat64;
+    case IdxType::kUInt8:
+      return torch::kUInt8;
+    case IdxType::kInt8:
+      return torch::kInt8;
+    case IdxType::kInt16:
+      return torch::kInt16;
+    case IdxType::kInt32:
+      return torch::kInt32;
+    case IdxType::kFloat32:
+      return torch::kFloat32;
+    case IdxType::kFloat64:
+      return torch::kFloat64;
   }
   throw DataError("unknown IDX type");
 }
 
 IdxType idx_type_of(torch::Dtype d) {
   switch (d) {
-    case torch::kUInt8: return IdxType::kUInt8;
-    case torch::kInt8: return IdxType::kInt8;
-    case torch::kInt16: return IdxType::kInt16;
-    case torch::kInt32: return IdxType::kInt32;
-    case torch::kFloat32: return IdxType::kFloat32;
-    case torch::kFloat64: return IdxType::kFloat64;
+    case torch::kUInt8:
+      return IdxType::kUInt8;
+    case torch::kInt8:
+      return IdxType::kInt8;
+    case torch::kInt16:
+      return IdxType::kInt16;
+    case torch::kInt32:
+      return IdxType::kInt32;
+    case torch::kFloat32:
+      return IdxType::kFloat32;
+    case torch::kFloat64:
+      return IdxType::kFloat64;
     default:
       throw DataError(std::string("IDX cannot store dtype ") + c10::toString(d));
   }
@@ -93,11 +105,15 @@ bool is_gzip(const fs::path& path) {
 size_t idx_element_size(IdxType type) {
   switch (type) {
     case IdxType::kUInt8:
-    case IdxType::kInt8: return 1;
-    case IdxType::kInt16: return 2;
+    case IdxType::kInt8:
+      return 1;
+    case IdxType::kInt16:
+      return 2;
     case IdxType::kInt32:
-    case IdxType::kFloat32: return 4;
-    case IdxType::kFloat64: return 8;
+    case IdxType::kFloat32:
+      return 4;
+    case IdxType::kFloat64:
+      return 8;
   }
   throw DataError("unknown IDX type code " + std::to_string(static_cast<int>(type)));
 }
@@ -122,7 +138,12 @@ IdxHeader parse_idx_header(std::string_view bytes, const std::string& name) {
   }
   IdxHeader h;
   switch (p[2]) {
-    case 0x08: case 0x09: case 0x0B: case 0x0C: case 0x0D: case 0x0E:
+    case 0x08:
+    case 0x09:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x0E:
       h.type = static_cast<IdxType>(p[2]);
       break;
     default: {
@@ -230,9 +251,9 @@ std::string gunzip(std::string_view gz, const std::string& name, uint64_t limit)
     out.resize(old + kChunk - zs.avail_out);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       inflateEnd(&zs);
-      throw DataError(name + (rc == Z_BUF_ERROR ? ": gzip stream is truncated"
-                                                : ": corrupt gzip data (zlib error " +
-                                                      std::to_string(rc) + ")"));
+      throw DataError(name + (rc == Z_BUF_ERROR
+                                  ? ": gzip stream is truncated"
+                                  : ": corrupt gzip data (zlib error " + std::to_string(rc) + ")"));
     }
   }
   inflateEnd(&zs);

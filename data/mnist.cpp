@@ -17,8 +17,8 @@ constexpr int kMaxSearchDepth = 8;
 fs::path find_one(const fs::path& dir, const std::string& base) {
   std::vector<std::pair<int, fs::path>> found;  // (depth * 2 + is_gz, path)
   std::error_code ec;
-  auto it = fs::recursive_directory_iterator(
-      dir, fs::directory_options::skip_permission_denied, ec);
+  auto it =
+      fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
   if (ec) throw DataError(dir.string() + ": cannot read data folder: " + ec.message());
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
@@ -34,7 +34,8 @@ fs::path find_one(const fs::path& dir, const std::string& base) {
   if (found.empty()) {
     throw DataError(dir.string() + ": no " + base + " or " + base +
                     ".gz in this folder or below it (get MNIST with: dtrain data fetch mnist "
-                    "--into " + dir.string() + ")");
+                    "--into " +
+                    dir.string() + ")");
   }
   std::sort(found.begin(), found.end());
   return found.front().second;
@@ -67,12 +68,14 @@ MnistDataset::MnistDataset(torch::Tensor images, torch::Tensor labels, const std
 
 void MnistDataset::check(const std::string& images_name, const std::string& labels_name) {
   if (images_.scalar_type() != torch::kUInt8 || images_.dim() < 2) {
-    throw DataError(images_name + ": expected unsigned-byte images with at least 2 dimensions "
-                    "(N x rows x cols), got " + std::string(c10::toString(images_.scalar_type())) +
-                    " with " + std::to_string(images_.dim()) + " dimension(s)");
+    throw DataError(images_name +
+                    ": expected unsigned-byte images with at least 2 dimensions "
+                    "(N x rows x cols), got " +
+                    std::string(c10::toString(images_.scalar_type())) + " with " +
+                    std::to_string(images_.dim()) + " dimension(s)");
   }
-  if (labels_.dim() != 1 || (labels_.scalar_type() != torch::kUInt8 &&
-                             labels_.scalar_type() != torch::kLong)) {
+  if (labels_.dim() != 1 ||
+      (labels_.scalar_type() != torch::kUInt8 && labels_.scalar_type() != torch::kLong)) {
     throw DataError(labels_name + ": expected a 1-dimensional unsigned-byte label file, got " +
                     std::to_string(labels_.dim()) + " dimension(s) of " +
                     c10::toString(labels_.scalar_type()));

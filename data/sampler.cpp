@@ -26,10 +26,11 @@ std::vector<int64_t> ShuffleSampler::permutation(int64_t epoch) const {
   for (size_t i = perm.size(); i > 1; --i) {
     // Rejection sampling: an unbiased index in [0, i).
     const uint64_t bound = static_cast<uint64_t>(i);
-    const uint64_t limit = std::numeric_limits<uint64_t>::max() -
-                           std::numeric_limits<uint64_t>::max() % bound;
+    const uint64_t limit =
+        std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % bound;
     uint64_t r;
-    do r = gen(); while (r >= limit);
+    do r = gen();
+    while (r >= limit);
     std::swap(perm[i - 1], perm[static_cast<size_t>(r % bound)]);
   }
   return perm;

@@ -22,12 +22,12 @@ AllreduceSync::AllreduceSync(std::unique_ptr<Communicator> comm, AllreduceSyncOp
 
 void AllreduceSync::check_consistent(const nlohmann::json& shared_config) {
   const std::string text = shared_config.dump();
-  const std::string mismatch = comm_->agree(fnv1a(text), [&] { return text; }, "start-up check");
+  const std::string mismatch = comm_->agree(
+      fnv1a(text), [&] { return text; }, "start-up check");
   if (!mismatch.empty()) throw ConfigError(mismatch);
 }
 
-void AllreduceSync::broadcast_state(const NamedTensors& params,
-                                    Optimizer& optimizer) {
+void AllreduceSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
   if (comm_->size() == 1) return;
   torch::NoGradGuard no_grad;
   for (const auto& [name, p] : params) {
@@ -71,9 +71,8 @@ void AllreduceSync::plan_buckets(const NamedTensors& grads) {
   torch::ScalarType bucket_type = torch::kFloat;
   for (size_t i = 0; i < grads.size(); ++i) {
     const torch::Tensor& g = grads[i].second;
-    const torch::ScalarType type = options_.fp16_compression && g.is_floating_point()
-                                       ? torch::kHalf
-                                       : g.scalar_type();
+    const torch::ScalarType type =
+        options_.fp16_compression && g.is_floating_point() ? torch::kHalf : g.scalar_type();
     const int64_t bytes = g.numel() * static_cast<int64_t>(c10::elementSize(type));
     if (buckets_.empty() || type != bucket_type ||
         static_cast<double>(bucket_bytes + bytes) > threshold) {
@@ -139,7 +138,8 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
   torch::NoGradGuard no_grad;
   bool finite = true;
   if (comm_->size() == 1) {  // nothing to reduce; still refuse non-finite gradients
-    for (const auto& named : grads) finite = finite && detail::all_finite(named.second.contiguous());
+    for (const auto& named : grads)
+      finite = finite && detail::all_finite(named.second.contiguous());
     if (!finite) spdlog::warn("step {}: NaN/Inf in the gradients; skipping this step", step_);
     return finite ? Outcome::kApply : Outcome::kSkip;
   }

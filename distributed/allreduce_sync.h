@@ -12,9 +12,9 @@
 namespace dtrain::distributed {
 
 struct AllreduceSyncOptions {
-  std::string algorithm = "ring";     ///< recorded in run.json: ring, mpi, nccl, local
-  double fusion_threshold_mb = 128;   ///< gradients are packed into buffers up to this size
-  bool fp16_compression = false;      ///< allreduce in half precision (Horovod Compression.fp16)
+  std::string algorithm = "ring";    ///< recorded in run.json: ring, mpi, nccl, local
+  double fusion_threshold_mb = 128;  ///< gradients are packed into buffers up to this size
+  bool fp16_compression = false;     ///< allreduce in half precision (Horovod Compression.fp16)
   int64_t backward_passes_per_step = 1;
   FaultInjection fault;
 };

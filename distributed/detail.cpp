@@ -21,16 +21,19 @@ bool all_finite_bits(const void* data, int64_t n, Bits exponent_mask) {
 bool all_finite(const torch::Tensor& t) {
   torch::Tensor c = t.device().is_cpu() ? t : t.cpu();
   switch (c.scalar_type()) {
-    case torch::kFloat: return all_finite_bits<uint32_t>(c.data_ptr(), c.numel(), 0x7f800000u);
-    case torch::kHalf: return all_finite_bits<uint16_t>(c.data_ptr(), c.numel(), 0x7c00u);
+    case torch::kFloat:
+      return all_finite_bits<uint32_t>(c.data_ptr(), c.numel(), 0x7f800000u);
+    case torch::kHalf:
+      return all_finite_bits<uint16_t>(c.data_ptr(), c.numel(), 0x7c00u);
     case torch::kDouble:
       return all_finite_bits<uint64_t>(c.data_ptr(), c.numel(), 0x7ff0000000000000ull);
-    default: return true;  // integers are always finite
+    default:
+      return true;  // integers are always finite
   }
 }
 
-
-std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref, const std::string& prefix) {
+std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref,
+                      const std::string& prefix) {
   std::string out;
   auto add = [&](const std::string& key, const nlohmann::json& a, const nlohmann::json& b) {
     if (!out.empty()) out += "; ";
@@ -57,6 +60,5 @@ std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref, con
   }
   return out;
 }
-
 
 }  // namespace dtrain::distributed::detail

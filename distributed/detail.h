@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 namespace dtrain::distributed::detail {
 
@@ -13,6 +13,7 @@ bool all_finite(const torch::Tensor& t);
 
 /// "key: mine vs ref; ..." for every field where two JSON objects differ (nested objects
 /// recursively, keys prefixed with `prefix`); empty if equal.
-std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref, const std::string& prefix);
+std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref,
+                      const std::string& prefix);
 
 }  // namespace dtrain::distributed::detail

@@ -15,7 +15,8 @@ FaultInjection FaultInjection::from_environment() {
   std::cmatch m;
   if (!std::regex_match(value, m, pattern)) {
     throw ConfigError(std::string("DTRAIN_FAULT_INJECT: expected kind:rank:step with kind kill, "
-                                  "stall or nan (e.g. kill:1:5), got '") + value + "'");
+                                  "stall or nan (e.g. kill:1:5), got '") +
+                      value + "'");
   }
   f.kind = m[1] == "kill" ? Kind::kKill : m[1] == "stall" ? Kind::kStall : Kind::kNan;
   f.rank = std::stoi(m[2]);

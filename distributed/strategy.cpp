@@ -45,14 +45,16 @@ std::optional<int> serve_if_parameter_server(const RunConfig& config) {
   return ps::serve(o);
 }
 
-std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config, const torch::Device& device) {
+std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
+                                                 const torch::Device& device) {
   if (config.distributed == "none") return std::make_unique<GradientSync>();
   if (config.distributed == "ps") {
     ps::PsSyncOptions o;
     o.cluster = ps_cluster();
     if (o.cluster.task_type == "evaluator") {
-      throw ConfigError("TF_CONFIG: task type 'evaluator' is not supported by dtrain train (the "
-                        "chief evaluates every epoch; use dtrain eval on its checkpoints)");
+      throw ConfigError(
+          "TF_CONFIG: task type 'evaluator' is not supported by dtrain train (the "
+          "chief evaluates every epoch; use dtrain eval on its checkpoints)");
     }
     if (device.is_cuda()) spdlog::warn("parameter-server training moves values through the CPU");
     o.sync = config.ps_mode == "sync";
@@ -72,19 +74,22 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config, const 
   options.backward_passes_per_step = config.backward_passes_per_step;
   options.fault = FaultInjection::from_environment();
   if (!launched_by_mpi()) {
-    spdlog::warn("--distributed ring: no MPI launcher found (no OMPI_COMM_WORLD_SIZE, PMI_* or "
-                 "PMIX_RANK in the environment); running as a single rank. Start with "
-                 "'mpirun -np N dtrain train --distributed ring ...' for data parallelism.");
+    spdlog::warn(
+        "--distributed ring: no MPI launcher found (no OMPI_COMM_WORLD_SIZE, PMI_* or "
+        "PMIX_RANK in the environment); running as a single rank. Start with "
+        "'mpirun -np N dtrain train --distributed ring ...' for data parallelism.");
     options.algorithm = "local";
     return std::make_unique<AllreduceSync>(make_local_communicator(), options);
   }
   StallOptions stall{config.stall_warning_seconds, config.stall_abort_seconds};
-  const auto algorithm = config.allreduce == "mpi" ? AllreduceAlgorithm::kMpi : AllreduceAlgorithm::kRing;
+  const auto algorithm =
+      config.allreduce == "mpi" ? AllreduceAlgorithm::kMpi : AllreduceAlgorithm::kRing;
   auto mpi = std::make_unique<MpiCommunicator>(algorithm, stall);
   if (device.is_cuda()) {
     if (!nccl_available()) {
-      throw ConfigError("--device cuda with --distributed ring needs the NCCL backend, which this "
-                        "build lacks (rebuild with -DDTRAIN_WITH_NCCL=ON)");
+      throw ConfigError(
+          "--device cuda with --distributed ring needs the NCCL backend, which this "
+          "build lacks (rebuild with -DDTRAIN_WITH_NCCL=ON)");
     }
     options.algorithm = "nccl";
     return std::make_unique<AllreduceSync>(make_nccl_communicator(std::move(mpi)), options);

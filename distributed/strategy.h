@@ -16,7 +16,8 @@ namespace dtrain::distributed {
 /// MPI_Allreduce per --allreduce), or NCCL when training on CUDA and the build has it; without an
 /// MPI launcher it runs as a single rank and says so. Throws ConfigError for what this build
 /// cannot do.
-std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config, const torch::Device& device);
+std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
+                                                 const torch::Device& device);
 
 /// With --distributed ps and TF_CONFIG naming a ps task: serves as that parameter server until
 /// the chief shuts it down and returns the exit code. Otherwise returns nullopt (train).

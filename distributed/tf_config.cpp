@@ -12,11 +12,13 @@ namespace {
 
 const std::set<std::string> kJobs = {"chief", "worker", "ps", "evaluator", "master"};
 
-[[noreturn]] void fail(const std::string& source, const std::string& field, const std::string& what) {
+[[noreturn]] void fail(const std::string& source, const std::string& field,
+                       const std::string& what) {
   throw ConfigError(source + ": " + field + ": " + what);
 }
 
-TaskAddress parse_address(const std::string& source, const std::string& field, const nlohmann::json& v) {
+TaskAddress parse_address(const std::string& source, const std::string& field,
+                          const nlohmann::json& v) {
   if (!v.is_string()) fail(source, field, "expected a \"host:port\" string, got " + v.dump());
   const std::string text = v.get<std::string>();
   TaskAddress a;
@@ -37,8 +39,9 @@ TaskAddress parse_address(const std::string& source, const std::string& field, c
     port = text.substr(colon + 1);
   }
   if (a.host.empty() || a.host == "[]") fail(source, field, "address '" + text + "' has no host");
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port) < 1 || std::stoi(port) > 65535) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+      std::stoi(port) > 65535) {
     fail(source, field, "address '" + text + "' has no valid port (expected 1-65535)");
   }
   a.port = std::stoi(port);
@@ -53,7 +56,8 @@ int parse_index(const std::string& source, const std::string& field, const nlohm
     const std::string s = v.get<std::string>();
     const bool digits = !s.empty() && s.find_first_not_of("-0123456789") == std::string::npos &&
                         s.find('-', 1) == std::string::npos && s.size() <= 10;
-    if (!digits) fail(source, field, "expected an integer (or a string holding one), got " + v.dump());
+    if (!digits)
+      fail(source, field, "expected an integer (or a string holding one), got " + v.dump());
     index = std::stoll(s);
   } else {
     fail(source, field, "expected an integer (or a string holding one), got " + v.dump());
@@ -66,7 +70,8 @@ int parse_index(const std::string& source, const std::string& field, const nlohm
 std::string json_error_context(const std::string& text, size_t byte) {
   const size_t from = byte > 20 ? byte - 20 : 0;
   std::string snippet = text.substr(from, 40);
-  for (char& c : snippet) if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  for (char& c : snippet)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
   return "near '" + snippet + "'";
 }
 
@@ -85,7 +90,8 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
     throw ConfigError(source + ": invalid JSON at byte " + std::to_string(e.byte) + " " +
                       json_error_context(text, e.byte > 0 ? e.byte - 1 : 0) + ": " + e.what());
   }
-  if (!j.is_object()) fail(source, "top level", "expected a JSON object, got " + std::string(j.type_name()));
+  if (!j.is_object())
+    fail(source, "top level", "expected a JSON object, got " + std::string(j.type_name()));
 
   TfConfig c;
   const auto cluster = j.find("cluster");
@@ -102,11 +108,13 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
     std::map<int, TaskAddress> tasks;
     if (it->is_array()) {
       for (size_t i = 0; i < it->size(); ++i) {
-        tasks[static_cast<int>(i)] = parse_address(source, field + "[" + std::to_string(i) + "]", (*it)[i]);
+        tasks[static_cast<int>(i)] =
+            parse_address(source, field + "[" + std::to_string(i) + "]", (*it)[i]);
       }
     } else if (it->is_object()) {  // sparse: {"0": "host:port", "3": "host:port"}
       for (auto t = it->begin(); t != it->end(); ++t) {
-        const int index = parse_index(source, field + " key '" + t.key() + "'", nlohmann::json(t.key()));
+        const int index =
+            parse_index(source, field + " key '" + t.key() + "'", nlohmann::json(t.key()));
         tasks[index] = parse_address(source, field + "." + t.key(), t.value());
       }
     } else {
@@ -116,10 +124,13 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
     for (const auto& [index, address] : tasks) {
       const std::string where = field + "[" + std::to_string(index) + "]";
       auto [pos, fresh] = seen.emplace(address.text(), where);
-      if (!fresh) fail(source, where, "duplicate address " + address.text() + " (also " + pos->second + ")");
+      if (!fresh)
+        fail(source, where, "duplicate address " + address.text() + " (also " + pos->second + ")");
     }
     const std::string name = job == "master" ? "chief" : job;
-    if (c.cluster.count(name)) fail(source, "cluster", "has both \"chief\" and \"master\" (master is the legacy name of chief; give one)");
+    if (c.cluster.count(name))
+      fail(source, "cluster",
+           "has both \"chief\" and \"master\" (master is the legacy name of chief; give one)");
     c.cluster[name] = std::move(tasks);
   }
   for (const char* single : {"chief", "evaluator"}) {
@@ -130,12 +141,15 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
   }
 
   const auto task = j.find("task");
-  if (task == j.end() || !task->is_object()) fail(source, "task", "missing (expected {\"type\": ..., \"index\": ...})");
+  if (task == j.end() || !task->is_object())
+    fail(source, "task", "missing (expected {\"type\": ..., \"index\": ...})");
   const auto type = task->find("type");
-  if (type == task->end() || !type->is_string()) fail(source, "task.type", "missing (expected chief, worker, ps or evaluator)");
+  if (type == task->end() || !type->is_string())
+    fail(source, "task.type", "missing (expected chief, worker, ps or evaluator)");
   c.task_type = type->get<std::string>();
   if (!kJobs.count(c.task_type)) {
-    fail(source, "task.type", "unknown type '" + c.task_type + "' (expected chief, worker, ps, evaluator or master)");
+    fail(source, "task.type",
+         "unknown type '" + c.task_type + "' (expected chief, worker, ps, evaluator or master)");
   }
   if (c.task_type == "master") c.task_type = "chief";
   const auto index = task->find("index");
@@ -146,20 +160,24 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
     if (c.task_type != "evaluator") {
       fail(source, "task.type", "'" + c.task_type + "' is not a job in cluster");
     }
-    if (c.task_index != 0) fail(source, "task.index", "the evaluator has index 0, got " + std::to_string(c.task_index));
+    if (c.task_index != 0)
+      fail(source, "task.index", "the evaluator has index 0, got " + std::to_string(c.task_index));
   } else if (!job->second.count(c.task_index)) {
     std::vector<int> indices;
     for (const auto& [i, a] : job->second) indices.push_back(i);
     const std::string have = fmt::format("{}", fmt::join(indices, ", "));
-    fail(source, "task.index", std::to_string(c.task_index) + " is out of range for job '" + c.task_type +
-                                   "' (indices: " + have + ")");
+    fail(source, "task.index",
+         std::to_string(c.task_index) + " is out of range for job '" + c.task_type +
+             "' (indices: " + have + ")");
   }
   return c;
 }
 
 TfConfig TfConfig::from_environment() {
   const char* text = std::getenv("TF_CONFIG");
-  if (text == nullptr) throw ConfigError("TF_CONFIG is not set (expected the cluster as JSON, as TensorFlow reads it)");
+  if (text == nullptr)
+    throw ConfigError(
+        "TF_CONFIG is not set (expected the cluster as JSON, as TensorFlow reads it)");
   return parse(text, "TF_CONFIG");
 }
 
@@ -180,9 +198,11 @@ std::string TfConfig::address() const {
 }
 
 void TfConfig::require_parameter_server_cluster() const {
-  if (num_tasks("ps") == 0) throw ConfigError("TF_CONFIG: cluster has no \"ps\" job (PS training needs at least one)");
+  if (num_tasks("ps") == 0)
+    throw ConfigError("TF_CONFIG: cluster has no \"ps\" job (PS training needs at least one)");
   if (num_tasks("worker") + num_tasks("chief") == 0) {
-    throw ConfigError("TF_CONFIG: cluster has no \"worker\" job (PS training needs at least one worker)");
+    throw ConfigError(
+        "TF_CONFIG: cluster has no \"worker\" job (PS training needs at least one worker)");
   }
 }
 

@@ -23,7 +23,8 @@ void MlpImpl::reset() {
     if (!last) {
       const std::string name = "act" + std::to_string(i + 1);
       if (act == "relu") {
-        activations_.push_back(register_module(name, torch::nn::ReLU(torch::nn::ReLUOptions(true))));
+        activations_.push_back(
+            register_module(name, torch::nn::ReLU(torch::nn::ReLUOptions(true))));
       } else if (act == "tanh") {
         activations_.push_back(register_module(name, torch::nn::Tanh()));
       } else {
@@ -65,9 +66,12 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(const torch::Tensor&
     inputs.push_back(x);
     x = torch::addmm(linears_[i]->bias, x, linears_[i]->weight.t());
     if (i + 1 < linears_.size()) {
-      if (act == "relu") x.relu_();
-      else if (act == "tanh") x.tanh_();
-      else x.sigmoid_();
+      if (act == "relu")
+        x.relu_();
+      else if (act == "tanh")
+        x.tanh_();
+      else
+        x.sigmoid_();
     }
   }
   const torch::Tensor logits = x;
@@ -76,8 +80,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(const torch::Tensor&
 
   // d(mean CE)/d(logits) = (softmax - onehot) / batch.
   torch::Tensor g = log_probs.exp();
-  g.scatter_add_(1, targets.unsqueeze(1),
-                 torch::full({targets.size(0), 1}, -1.0, g.options()));
+  g.scatter_add_(1, targets.unsqueeze(1), torch::full({targets.size(0), 1}, -1.0, g.options()));
   g.mul_(loss_scale / static_cast<double>(targets.size(0)));
 
   auto write = [accumulate](torch::Tensor& param, const auto& compute_into, const auto& add_into) {
@@ -94,10 +97,12 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(const torch::Tensor&
   for (size_t i = linears_.size(); i-- > 0;) {
     auto& lin = linears_[i];
     const torch::Tensor& a = inputs[i];
-    write(lin->weight, [&](torch::Tensor& w) { at::mm_out(w, g.t(), a); },
-          [&](torch::Tensor& w) { w.addmm_(g.t(), a); });
-    write(lin->bias, [&](torch::Tensor& b) { at::sum_out(b, g, {0}); },
-          [&](torch::Tensor& b) { b.add_(g.sum(0)); });
+    write(
+        lin->weight, [&](torch::Tensor& w) { at::mm_out(w, g.t(), a); },
+        [&](torch::Tensor& w) { w.addmm_(g.t(), a); });
+    write(
+        lin->bias, [&](torch::Tensor& b) { at::sum_out(b, g, {0}); },
+        [&](torch::Tensor& b) { b.add_(g.sum(0)); });
     if (i == 0) break;
     g = g.mm(lin->weight);
     // Derivative of the activation, from its output a = inputs[i].

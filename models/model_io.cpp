@@ -35,8 +35,11 @@ void save_model_dir(const fs::path& dir, const Model& model, const RunConfig& co
   }
   nlohmann::json j = {{"format", "dtrain-model-v1"},
                       {"architecture", model.spec},
-                      {"input", {{"name", "input"}, {"shape", {"batch", model.spec.value("in_features", 784)}},
-                                 {"dtype", "float32"}, {"scale", "pixel / 255"}}},
+                      {"input",
+                       {{"name", "input"},
+                        {"shape", {"batch", model.spec.value("in_features", 784)}},
+                        {"dtype", "float32"},
+                        {"scale", "pixel / 255"}}},
                       {"parameters", params},
                       {"config", config.to_json()},
                       {"metrics", metrics},

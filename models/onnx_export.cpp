@@ -85,8 +85,8 @@ void export_onnx(const Model& model, const RunConfig& config, const nlohmann::js
     if (const auto* linear = child.value()->as<torch::nn::Linear>()) {
       if (linear->options.in_features() != width) {
         throw ConfigError("ONNX export: layer '" + name + "' expects " +
-                          std::to_string(linear->options.in_features()) + " inputs but follows a layer of width " +
-                          std::to_string(width));
+                          std::to_string(linear->options.in_features()) +
+                          " inputs but follows a layer of width " + std::to_string(width));
       }
       add_initializer(graph, name + ".weight", linear->weight, weights);
       std::vector<std::string> inputs = {current, name + ".weight"};

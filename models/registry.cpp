@@ -12,13 +12,15 @@ namespace dtrain::models {
 namespace {
 
 Model make_mlp(const RunConfig& config, const DataShape& shape) {
-  Mlp mlp(MlpOptions(shape.features, config.hidden_sizes, shape.classes)
-              .activation(config.activation));
+  Mlp mlp(
+      MlpOptions(shape.features, config.hidden_sizes, shape.classes).activation(config.activation));
   Model m;
   m.module = mlp.ptr();
   m.forward = [mlp](const torch::Tensor& x) mutable { return mlp->forward(x); };
   m.train_step = [mlp](const torch::Tensor& x, const torch::Tensor& y, double scale,
-                       bool accumulate) mutable { return mlp->train_step(x, y, scale, accumulate); };
+                       bool accumulate) mutable {
+    return mlp->train_step(x, y, scale, accumulate);
+  };
   m.spec = config.model_json();
   m.spec["in_features"] = shape.features;
   m.spec["classes"] = shape.classes;

@@ -2,9 +2,9 @@
 // weights, the metrics lines.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/utils.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <sstream>

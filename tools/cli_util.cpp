@@ -23,8 +23,8 @@ bool parse_or_help(cxxopts::Options& options, int argc, char** argv, cxxopts::Pa
     return false;
   }
   if (!out.unmatched().empty()) {
-    throw ConfigError("unexpected argument '" + out.unmatched().front() + "' (see: " +
-                      options.program() + " --help)");
+    throw ConfigError("unexpected argument '" + out.unmatched().front() +
+                      "' (see: " + options.program() + " --help)");
   }
   return true;
 }
@@ -35,7 +35,8 @@ void add_option_flags(cxxopts::Options& options, const std::vector<ConfigOption>
     auto value = cxxopts::value<std::string>();
     if (!row.default_text.empty()) value->default_value(row.default_text);
     add(row.flag, row.help, value);
-    for (const auto& alias : row.aliases) add(alias, "alias of --" + row.flag, cxxopts::value<std::string>());
+    for (const auto& alias : row.aliases)
+      add(alias, "alias of --" + row.flag, cxxopts::value<std::string>());
   }
 }
 

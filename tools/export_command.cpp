@@ -10,11 +10,10 @@ namespace dtrain::cli {
 
 int export_command(int argc, char** argv) {
   cxxopts::Options options("dtrain export", "Export a checkpoint or trained model to ONNX.");
-  options.add_options()
-      ("checkpoint", "checkpoint file, checkpoints folder (newest), model folder or model.pt",
-       cxxopts::value<std::string>())
-      ("onnx", "where to write the .onnx file", cxxopts::value<std::string>())
-      ("h,help", "show this help");
+  options.add_options()(
+      "checkpoint", "checkpoint file, checkpoints folder (newest), model folder or model.pt",
+      cxxopts::value<std::string>())("onnx", "where to write the .onnx file",
+                                     cxxopts::value<std::string>())("h,help", "show this help");
   cxxopts::ParseResult r;
   if (!parse_or_help(options, argc, argv, r)) return 0;
   if (!r.count("checkpoint")) throw ConfigError("--checkpoint is required");

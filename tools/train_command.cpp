@@ -31,8 +31,9 @@ torch::Device pick_device(const std::string& requested) {
                       std::string(cuda ? "has" : "may lack") + " CUDA support)");
   }
   if (requested == "cuda" || (requested == "auto" && cuda)) {
-    spdlog::warn("running on CUDA: dtrain's CUDA path is compiled in CI but not tested there "
-                 "(no GPU on the CI machines)");
+    spdlog::warn(
+        "running on CUDA: dtrain's CUDA path is compiled in CI but not tested there "
+        "(no GPU on the CI machines)");
     return torch::Device(torch::kCUDA, 0);
   }
   return torch::Device(torch::kCPU);
@@ -60,7 +61,8 @@ int train_command(int argc, char** argv) {
   if (config.distributed == "ps") {
     setup_logging(sync->describe().value("task", "worker"));
   } else if (sync->world_size() > 1) {
-    setup_logging("rank " + std::to_string(sync->rank()) + "/" + std::to_string(sync->world_size()));
+    setup_logging("rank " + std::to_string(sync->rank()) + "/" +
+                  std::to_string(sync->world_size()));
   }
   const int threads = configure_threads(config.threads, sync->local_size());
   if (sync->is_writer()) {
@@ -71,8 +73,8 @@ int train_command(int argc, char** argv) {
 
   data::MnistDataset train_set(config.data_dir, data::Split::kTrain);
   data::MnistDataset test_set(config.data_dir, data::Split::kTest);
-  data::ShuffleSampler train_sampler({train_set.size(), config.batch_size, config.seed,
-                                      sync->rank(), sync->world_size(), true});
+  data::ShuffleSampler train_sampler(
+      {train_set.size(), config.batch_size, config.seed, sync->rank(), sync->world_size(), true});
   data::ShardSampler test_sampler(test_set.size(), 1000, sync->rank(), sync->world_size());
 
   Model model = models::build_model(config, {train_set.features(), 10});

@@ -20,12 +20,13 @@ void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice) {
   slice->set_values(to_bytes(values));
 }
 
-torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what) {
+torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count,
+                         const std::string& what) {
   if (slice.begin() != begin || slice.values().size() != static_cast<size_t>(count) * 4) {
-    throw std::invalid_argument(what + ": expected float32 values for [" + std::to_string(begin) + ", " +
-                                std::to_string(begin + count) + ") (" + std::to_string(count * 4) +
-                                " bytes), got begin " + std::to_string(slice.begin()) + " and " +
-                                std::to_string(slice.values().size()) + " bytes");
+    throw std::invalid_argument(
+        what + ": expected float32 values for [" + std::to_string(begin) + ", " +
+        std::to_string(begin + count) + ") (" + std::to_string(count * 4) + " bytes), got begin " +
+        std::to_string(slice.begin()) + " and " + std::to_string(slice.values().size()) + " bytes");
   }
   return from_bytes(slice.values(), count, what);
 }
@@ -37,8 +38,8 @@ std::string to_bytes(const torch::Tensor& values) {
 
 torch::Tensor from_bytes(const std::string& bytes, int64_t count, const std::string& what) {
   if (bytes.size() != static_cast<size_t>(count) * 4) {
-    throw std::invalid_argument(what + ": expected " + std::to_string(count) + " float32 values, got " +
-                                std::to_string(bytes.size()) + " bytes");
+    throw std::invalid_argument(what + ": expected " + std::to_string(count) +
+                                " float32 values, got " + std::to_string(bytes.size()) + " bytes");
   }
   return torch::from_blob(const_cast<char*>(bytes.data()), {count}, torch::kFloat).clone();
 }

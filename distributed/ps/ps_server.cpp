@@ -10,8 +10,8 @@
 #include <set>
 
 #include "core/errors.h"
-#include "distributed/detail.h"
 #include "core/optimizers.h"
+#include "distributed/detail.h"
 #include "distributed/ps/ps_common.h"
 
 namespace dtrain::distributed::ps {
@@ -34,10 +34,11 @@ class Service final : public ParameterServer::Service {
     std::lock_guard<std::mutex> lock(mu_);
     if (initialized_) {
       if (req->total() == total_ && req->begin() == begin_ && req->end() == end_) return Status::OK;
-      return {StatusCode::FAILED_PRECONDITION, o_.task + " is already initialised with another layout"};
+      return {StatusCode::FAILED_PRECONDITION,
+              o_.task + " is already initialised with another layout"};
     }
-    if (req->total() <= 0 || req->begin() < 0 || req->end() < req->begin() || req->end() > req->total() ||
-        req->training_tasks() <= 0 || req->training_tasks() > 100000) {
+    if (req->total() <= 0 || req->begin() < 0 || req->end() < req->begin() ||
+        req->end() > req->total() || req->training_tasks() <= 0 || req->training_tasks() > 100000) {
       return {StatusCode::INVALID_ARGUMENT, o_.task + ": Init with an impossible layout"};
     }
     try {
@@ -45,8 +46,8 @@ class Service final : public ParameterServer::Service {
       begin_ = req->begin();
       end_ = req->end();
       shard_ = from_bytes(req->values(), end_ - begin_, "Init values");
-      opt_ = make_optimizer(OptimizerSettings::from_json(nlohmann::json::parse(req->optimizer_config())),
-                            {shard_});
+      opt_ = make_optimizer(
+          OptimizerSettings::from_json(nlohmann::json::parse(req->optimizer_config())), {shard_});
       if (!req->optimizer_slots().empty()) {
         FlatOptimizerState st;
         st.step = req->optimizer_step();
@@ -62,8 +63,8 @@ class Service final : public ParameterServer::Service {
     training_tasks_ = req->training_tasks();
     version_ = sync_step_ = req->step();
     initialized_ = true;
-    spdlog::info("holds values [{}, {}) of {}, {} training task(s), {} mode, from step {}",
-                 begin_, end_, total_, training_tasks_, o_.sync ? "sync" : "async", sync_step_);
+    spdlog::info("holds values [{}, {}) of {}, {} training task(s), {} mode, from step {}", begin_,
+                 end_, total_, training_tasks_, o_.sync ? "sync" : "async", sync_step_);
     cv_.notify_all();
     return Status::OK;
   }
@@ -71,13 +72,16 @@ class Service final : public ParameterServer::Service {
   Status Register(ServerContext* ctx, const RegisterRequest* req, RegisterReply* rep) override {
     if (auto s = admit(ctx, req->task()); !s.ok()) return s;
     std::unique_lock<std::mutex> lock(mu_);
-    if (auto s = wait(lock, [&] { return initialized_; }, "waiting for the chief's Init"); !s.ok()) return s;
+    if (auto s = wait(
+            lock, [&] { return initialized_; }, "waiting for the chief's Init");
+        !s.ok())
+      return s;
     if (req->run_config() != run_config_) {
       const auto mine = nlohmann::json::parse(req->run_config(), nullptr, false);
       const auto ref = nlohmann::json::parse(run_config_, nullptr, false);
       return {StatusCode::FAILED_PRECONDITION,
-              req->task() + " disagrees with the chief (" + req->task() + "'s value vs the chief's): " +
-                  detail::diff_json(mine, ref, "")};
+              req->task() + " disagrees with the chief (" + req->task() +
+                  "'s value vs the chief's): " + detail::diff_json(mine, ref, "")};
     }
     registered_.insert(req->task());
     rep->set_total(total_);
@@ -89,7 +93,10 @@ class Service final : public ParameterServer::Service {
   Status Pull(ServerContext* ctx, const PullRequest* req, PullReply* rep) override {
     if (auto s = admit(ctx, req->task()); !s.ok()) return s;
     std::unique_lock<std::mutex> lock(mu_);
-    if (auto s = wait(lock, [&] { return initialized_; }, "waiting for the chief's Init"); !s.ok()) return s;
+    if (auto s = wait(
+            lock, [&] { return initialized_; }, "waiting for the chief's Init");
+        !s.ok())
+      return s;
     to_slice(shard_, begin_, rep->mutable_slice());
     rep->set_version(version_);
     return Status::OK;
@@ -99,11 +106,13 @@ class Service final : public ParameterServer::Service {
     if (auto s = admit(ctx, req->task()); !s.ok()) return s;
     std::unique_lock<std::mutex> lock(mu_);
     if (!initialized_ || !registered_.count(req->task())) {
-      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed before registering with " + o_.task};
+      return {StatusCode::FAILED_PRECONDITION,
+              req->task() + " pushed before registering with " + o_.task};
     }
     torch::Tensor g;
     try {
-      g = from_slice(req->gradient(), begin_, end_ - begin_, req->task() + "'s gradient to " + o_.task);
+      g = from_slice(req->gradient(), begin_, end_ - begin_,
+                     req->task() + "'s gradient to " + o_.task);
     } catch (const std::exception& e) {
       spdlog::warn("rejected a push from {}: {}", req->task(), e.what());
       return {StatusCode::INVALID_ARGUMENT, e.what()};
@@ -120,12 +129,13 @@ class Service final : public ParameterServer::Service {
     }
     const int64_t step = req->step();
     if (step != sync_step_ + 1) {
-      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed step " + std::to_string(step) +
-                                                   " but " + o_.task + " is at step " +
-                                                   std::to_string(sync_step_ + 1)};
+      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed step " +
+                                                   std::to_string(step) + " but " + o_.task +
+                                                   " is at step " + std::to_string(sync_step_ + 1)};
     }
     if (!pushed_.insert(req->task()).second) {
-      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed step " + std::to_string(step) + " twice"};
+      return {StatusCode::FAILED_PRECONDITION,
+              req->task() + " pushed step " + std::to_string(step) + " twice"};
     }
     grad_sum_ = grad_sum_.defined() ? grad_sum_.add_(g) : g;
     if (static_cast<int>(pushed_.size()) == training_tasks_) {
@@ -140,8 +150,9 @@ class Service final : public ParameterServer::Service {
       pushed_.clear();
       sync_step_ = version_ = step;
       cv_.notify_all();
-    } else if (auto s = wait(lock, [&] { return sync_step_ >= step; },
-                             "step " + std::to_string(step) + " waiting for " + missing_pushers());
+    } else if (auto s = wait(
+                   lock, [&] { return sync_step_ >= step; },
+                   "step " + std::to_string(step) + " waiting for " + missing_pushers());
                !s.ok()) {
       return s;
     }
@@ -158,11 +169,14 @@ class Service final : public ParameterServer::Service {
     auto& r = reduce_[req->key()];
     if (r.sums.empty()) r.sums.assign(static_cast<size_t>(req->values_size()), 0.0);
     if (r.sums.size() != static_cast<size_t>(req->values_size()) || req->values_size() > 1024) {
-      return {StatusCode::INVALID_ARGUMENT, req->task() + ": Reduce '" + req->key() + "' with another length"};
+      return {StatusCode::INVALID_ARGUMENT,
+              req->task() + ": Reduce '" + req->key() + "' with another length"};
     }
     for (int i = 0; i < req->values_size(); ++i) r.sums[static_cast<size_t>(i)] += req->values(i);
     if (++r.count == training_tasks_) cv_.notify_all();
-    if (auto s = wait(lock, [&] { return r.count >= training_tasks_; }, "reduce '" + req->key() + "'"); !s.ok()) {
+    if (auto s = wait(
+            lock, [&] { return r.count >= training_tasks_; }, "reduce '" + req->key() + "'");
+        !s.ok()) {
       return s;
     }
     for (double v : r.sums) rep->add_sums(v);
@@ -176,7 +190,8 @@ class Service final : public ParameterServer::Service {
     if (!initialized_) return {StatusCode::FAILED_PRECONDITION, "GetState before Init"};
     if (req->wait_for_workers()) {
       auto others_done = [&] {
-        for (const auto& t : registered_) if (t != req->task() && !done_.count(t)) return false;
+        for (const auto& t : registered_)
+          if (t != req->task() && !done_.count(t)) return false;
         return true;
       };
       if (auto s = wait(lock, others_done, "waiting for workers to finish"); !s.ok()) return s;
@@ -211,7 +226,8 @@ class Service final : public ParameterServer::Service {
     return Status::OK;
   }
 
-  // --- lifecycle (main thread) --------------------------------------------------------------------
+  // --- lifecycle (main thread)
+  // --------------------------------------------------------------------
 
   /// Returns "" on shutdown, else why the server must fail.
   std::string watch() {
@@ -220,14 +236,16 @@ class Service final : public ParameterServer::Service {
       cv_.wait_for(lock, std::chrono::milliseconds(500));
       const auto now = Clock::now();
       if (!initialized_ && now - started_ > seconds(o_.init_timeout_seconds)) {
-        failure_ = o_.task + ": no Init from the chief within " + std::to_string(static_cast<int>(o_.init_timeout_seconds)) + " s";
+        failure_ = o_.task + ": no Init from the chief within " +
+                   std::to_string(static_cast<int>(o_.init_timeout_seconds)) + " s";
       }
       for (const auto& t : registered_) {
         if (done_.count(t)) continue;
         const double silent = std::chrono::duration<double>(now - last_seen_[t]).count();
         if (silent > o_.peer_timeout_seconds) {
-          failure_ = t + " has not been heard from for " + std::to_string(static_cast<int>(silent)) +
-                     " s (died or hung); " + o_.task + " gives up";
+          failure_ = t + " has not been heard from for " +
+                     std::to_string(static_cast<int>(silent)) + " s (died or hung); " + o_.task +
+                     " gives up";
           break;
         }
       }

@@ -18,11 +18,16 @@ using Clock = std::chrono::steady_clock;
 
 std::string state_text(grpc_connectivity_state s) {
   switch (s) {
-    case GRPC_CHANNEL_IDLE: return "idle";
-    case GRPC_CHANNEL_CONNECTING: return "connecting";
-    case GRPC_CHANNEL_READY: return "ready";
-    case GRPC_CHANNEL_TRANSIENT_FAILURE: return "connection refused or unreachable";
-    case GRPC_CHANNEL_SHUTDOWN: return "shut down";
+    case GRPC_CHANNEL_IDLE:
+      return "idle";
+    case GRPC_CHANNEL_CONNECTING:
+      return "connecting";
+    case GRPC_CHANNEL_READY:
+      return "ready";
+    case GRPC_CHANNEL_TRANSIENT_FAILURE:
+      return "connection refused or unreachable";
+    case GRPC_CHANNEL_SHUTDOWN:
+      return "shut down";
   }
   return "unknown";
 }
@@ -31,7 +36,8 @@ std::string host_of(const TaskAddress& a) { return a.host; }
 
 torch::Tensor flatten(const NamedTensors& tensors) {
   std::vector<torch::Tensor> parts;
-  for (const auto& [name, t] : tensors) parts.push_back(t.detach().reshape(-1).to(torch::kCPU, torch::kFloat));
+  for (const auto& [name, t] : tensors)
+    parts.push_back(t.detach().reshape(-1).to(torch::kCPU, torch::kFloat));
   return torch::cat(parts);
 }
 
@@ -76,7 +82,8 @@ PsSync::PsSync(PsSyncOptions options) : options_(std::move(options)) {
         HeartbeatReply rep;
         p->stub->Heartbeat(&ctx, req, &rep);  // failures surface on the training calls
       }
-      for (int i = 0; i < 20 && !stop_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (int i = 0; i < 20 && !stop_; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
 }
@@ -90,19 +97,22 @@ void PsSync::connect() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(options_.connect_timeout_seconds));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(options_.connect_timeout_seconds));
   for (const auto& [index, address] : options_.cluster.cluster.at("ps")) {
     auto peer = std::make_unique<Peer>();
     peer->name = "ps:" + std::to_string(index);
     peer->address = address.text();
-    peer->channel = grpc::CreateCustomChannel(peer->address, grpc::InsecureChannelCredentials(), args);
+    peer->channel =
+        grpc::CreateCustomChannel(peer->address, grpc::InsecureChannelCredentials(), args);
     auto next_log = Clock::now() + std::chrono::seconds(2);
-    while (!peer->channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::milliseconds(500))) {
+    while (!peer->channel->WaitForConnected(std::chrono::system_clock::now() +
+                                            std::chrono::milliseconds(500))) {
       const auto state = peer->channel->GetState(true);
       if (Clock::now() > deadline) {
-        throw CommError(task_ + ": " + peer->name + " at " + peer->address + " — " + state_text(state) +
-                        "; gave up after --connect-timeout " +
+        throw CommError(task_ + ": " + peer->name + " at " + peer->address + " — " +
+                        state_text(state) + "; gave up after --connect-timeout " +
                         std::to_string(static_cast<int>(options_.connect_timeout_seconds)) + " s");
       }
       if (Clock::now() > next_log) {
@@ -119,8 +129,8 @@ void PsSync::connect() {
 // ps rejects our configuration) naming the peer.
 template <typename Req, typename Rep, typename Method>
 static void call(const std::string& task, const std::string& token, double timeout_seconds,
-                 const std::string& peer, const std::string& address, const char* what, Method method,
-                 const Req& req, Rep* rep) {
+                 const std::string& peer, const std::string& address, const char* what,
+                 Method method, const Req& req, Rep* rep) {
   grpc::ClientContext ctx;
   if (!token.empty()) ctx.AddMetadata(kTokenKey, token);
   ctx.set_deadline(std::chrono::system_clock::now() +
@@ -128,7 +138,8 @@ static void call(const std::string& task, const std::string& token, double timeo
   const grpc::Status s = method(&ctx, req, rep);
   if (s.ok()) return;
   const std::string msg = task + ": " + what + " on " + peer + " at " + address + " failed (" +
-                          std::to_string(static_cast<int>(s.error_code())) + "): " + s.error_message();
+                          std::to_string(static_cast<int>(s.error_code())) +
+                          "): " + s.error_message();
   if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
       s.error_message().find("disagrees") != std::string::npos) {
     throw ConfigError(msg);
@@ -136,13 +147,16 @@ static void call(const std::string& task, const std::string& token, double timeo
   throw CommError(msg);
 }
 
-#define PS_CALL(peer, what, rpc, req, rep)                                                       \
-  call(task_, options_.token, options_.peer_timeout_seconds * 2 + 30, (peer).name, (peer).address, \
-       what,                                                                                     \
-       [&](grpc::ClientContext* c, const auto& q, auto* r) { return (peer).stub->rpc(c, q, r); }, \
-       req, rep)
+#define PS_CALL(peer, what, rpc, req, rep)                                                        \
+  call(                                                                                           \
+      task_, options_.token, options_.peer_timeout_seconds * 2 + 30, (peer).name, (peer).address, \
+      what,                                                                                       \
+      [&](grpc::ClientContext* c, const auto& q, auto* r) { return (peer).stub->rpc(c, q, r); },  \
+      req, rep)
 
-void PsSync::check_consistent(const nlohmann::json& shared_config) { shared_config_ = shared_config.dump(); }
+void PsSync::check_consistent(const nlohmann::json& shared_config) {
+  shared_config_ = shared_config.dump();
+}
 
 void PsSync::take_values(size_t peer, const Slice& slice) {
   const auto [b, e] = ranges_[peer];
@@ -178,7 +192,8 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
       req.set_end(e);
       req.set_values(to_bytes(flat_.narrow(0, b, e - b)));
       req.set_optimizer_config(opt.dump());
-      for (const auto& [slot, t] : state.slots) (*req.mutable_optimizer_slots())[slot] = to_bytes(t.narrow(0, b, e - b));
+      for (const auto& [slot, t] : state.slots)
+        (*req.mutable_optimizer_slots())[slot] = to_bytes(t.narrow(0, b, e - b));
       req.set_optimizer_step(state.step);
       req.set_training_tasks(world_);
       req.set_run_config(shared_config_);
@@ -193,11 +208,13 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
     reg.set_run_config(shared_config_);
     RegisterReply reg_rep;
     PS_CALL(*peers_[i], "Register", Register, reg, &reg_rep);
-    if (reg_rep.total() != flat_.numel() || reg_rep.begin() != ranges_[i].first || reg_rep.end() != ranges_[i].second) {
-      throw ConfigError(task_ + ": " + peers_[i]->name + " holds [" + std::to_string(reg_rep.begin()) + ", " +
-                        std::to_string(reg_rep.end()) + ") of " + std::to_string(reg_rep.total()) +
-                        " values but this model partitions to [" + std::to_string(ranges_[i].first) + ", " +
-                        std::to_string(ranges_[i].second) + ") of " + std::to_string(flat_.numel()));
+    if (reg_rep.total() != flat_.numel() || reg_rep.begin() != ranges_[i].first ||
+        reg_rep.end() != ranges_[i].second) {
+      throw ConfigError(
+          task_ + ": " + peers_[i]->name + " holds [" + std::to_string(reg_rep.begin()) + ", " +
+          std::to_string(reg_rep.end()) + ") of " + std::to_string(reg_rep.total()) +
+          " values but this model partitions to [" + std::to_string(ranges_[i].first) + ", " +
+          std::to_string(ranges_[i].second) + ") of " + std::to_string(flat_.numel()));
     }
     PullRequest pull;
     pull.set_task(task_);
@@ -208,8 +225,8 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
   }
   write_params(params);
   if (options_.cluster.is_chief()) {
-    spdlog::info("parameter servers: {} holding {} values, {} training task(s), {} mode", peers_.size(),
-                 flat_.numel(), world_, options_.sync ? "sync" : "async");
+    spdlog::info("parameter servers: {} holding {} values, {} training task(s), {} mode",
+                 peers_.size(), flat_.numel(), world_, options_.sync ? "sync" : "async");
   }
 }
 
@@ -240,7 +257,8 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     skipped = skipped || rep.skipped();
   }
   write_params(params_);
-  if (skipped && rank_ == 0) spdlog::warn("step {}: NaN/Inf in the averaged gradient; the step was skipped", step_);
+  if (skipped && rank_ == 0)
+    spdlog::warn("step {}: NaN/Inf in the averaged gradient; the step was skipped", step_);
   return skipped ? Outcome::kSkip : Outcome::kUpdated;
 }
 
@@ -251,7 +269,8 @@ std::vector<double> PsSync::sum(std::vector<double> values) {
   for (double v : values) req.add_values(v);
   ReduceReply rep;
   PS_CALL(*peers_[0], "Reduce", Reduce, req, &rep);
-  if (rep.sums_size() != static_cast<int>(values.size())) throw CommError(task_ + ": Reduce returned the wrong length");
+  if (rep.sums_size() != static_cast<int>(values.size()))
+    throw CommError(task_ + ": Reduce returned the wrong length");
   for (size_t i = 0; i < values.size(); ++i) values[i] = rep.sums(static_cast<int>(i));
   return values;
 }
@@ -269,7 +288,8 @@ void PsSync::gather_state(const NamedTensors& params, Optimizer& optimizer, bool
     const auto [b, e] = ranges_[i];
     try {
       for (const auto& [slot, bytes] : rep.optimizer_slots()) {
-        slots[slot].push_back(from_bytes(bytes, e - b, peers_[i]->name + " optimizer slot " + slot));
+        slots[slot].push_back(
+            from_bytes(bytes, e - b, peers_[i]->name + " optimizer slot " + slot));
       }
     } catch (const std::invalid_argument& ex) {
       throw CommError(task_ + ": " + ex.what());

@@ -20,7 +20,7 @@ class Slice;  // ps.proto
 struct PsSyncOptions {
   TfConfig cluster;
   bool sync = true;
-  std::string token;                  ///< DTRAIN_CLUSTER_TOKEN
+  std::string token;  ///< DTRAIN_CLUSTER_TOKEN
   double connect_timeout_seconds = 120;
   double peer_timeout_seconds = 30;
   int64_t max_message_bytes = int64_t{256} << 20;
@@ -65,7 +65,7 @@ class PsSync : public GradientSync {
   std::vector<std::pair<int64_t, int64_t>> ranges_;
   std::string shared_config_;
   NamedTensors params_;  // the model's parameters: new values are written through them
-  torch::Tensor flat_;  // the latest values from the ps tasks
+  torch::Tensor flat_;   // the latest values from the ps tasks
   std::vector<int64_t> versions_;
   int64_t step_ = 0, reduce_count_ = 0;
   std::map<int64_t, int64_t> staleness_;

@@ -112,7 +112,8 @@ TEST(Checkpoint, CorruptTruncatedOrForeignFilesAreClearErrors) {
 TEST(Checkpoint, ResolveTakesNewestInFolder) {
   TempDir dir;
   auto a = make_mlp({4});
-  for (int e : {2, 10, 4}) save_checkpoint(dir / checkpoint_file_name(e), *a, nullptr, meta_for(e, ""));
+  for (int e : {2, 10, 4})
+    save_checkpoint(dir / checkpoint_file_name(e), *a, nullptr, meta_for(e, ""));
   EXPECT_EQ(resolve_checkpoint(dir.path()).filename(), checkpoint_file_name(10));
   TempDir empty;
   EXPECT_THROW(resolve_checkpoint(empty.path()), CheckpointError);

@@ -27,7 +27,8 @@ void expect_same_trajectory(Reference& reference, torch::Tensor a, Optimizer& ou
     // contraction; everything else is torch's own op sequence and must match bit for bit.
     const bool fused = a.scalar_type() == torch::kFloat && what.rfind("sgd", 0) == 0;
     if (fused) {
-      ASSERT_TRUE(torch::allclose(a, b, 1e-6, 1e-7)) << what << " differs from torch at step " << step + 1;
+      ASSERT_TRUE(torch::allclose(a, b, 1e-6, 1e-7))
+          << what << " differs from torch at step " << step + 1;
     } else {
       ASSERT_TRUE(torch::equal(a, b)) << what << " differs from torch at step " << step + 1;
     }
@@ -42,10 +43,12 @@ TEST(Optimizers, SgdMatchesTorchSgdOnBothPaths) {
         torch::manual_seed(8);
         auto a = torch::randn({37, 5}, dtype).set_requires_grad(true);
         auto b = a.detach().clone().set_requires_grad(true);
-        torch::optim::SGD reference({a}, torch::optim::SGDOptions(0.1).momentum(momentum).weight_decay(wd));
+        torch::optim::SGD reference(
+            {a}, torch::optim::SGDOptions(0.1).momentum(momentum).weight_decay(wd));
         auto ours = make_optimizer({"sgd", 0.1, momentum, wd}, {b});
-        expect_same_trajectory(reference, a, *ours, b, 5,
-                               "sgd momentum " + std::to_string(momentum) + " wd " + std::to_string(wd));
+        expect_same_trajectory(
+            reference, a, *ours, b, 5,
+            "sgd momentum " + std::to_string(momentum) + " wd " + std::to_string(wd));
         EXPECT_EQ(ours->has_state(), momentum != 0);
       }
     }
@@ -122,7 +125,8 @@ TEST(Optimizers, UnknownOptimizerOrStateIsAnErrorEverywhere) {
   FlatOptimizerState foreign;
   foreign.slots["exp_avg"] = torch::zeros({3});
   foreign.slots["momentum_buffer"] = torch::zeros({3});
-  EXPECT_THROW(sgd->unflatten(foreign), DataError) << "a slot sgd does not keep must not be dropped";
+  EXPECT_THROW(sgd->unflatten(foreign), DataError)
+      << "a slot sgd does not keep must not be dropped";
   FlatOptimizerState short_state;
   short_state.slots["momentum_buffer"] = torch::zeros({2});
   EXPECT_THROW(sgd->unflatten(short_state), DataError);

@@ -23,15 +23,32 @@ std::string error_of(const std::function<void()>& f) {
 // A valid non-default value per JSON-backed option, so the round trip sees every field change.
 RunConfig everything_changed() {
   RunConfig c;
-  const std::map<std::string, std::string> values = {
-      {"data-dir", "/d"}, {"output-dir", "/o"}, {"model", "mlp2"}, {"hidden-sizes", "7,6,5"},
-      {"activation", "tanh"}, {"epochs", "3"}, {"batch-size", "17"}, {"learning-rate", "0.25"},
-      {"optimizer", "adam"}, {"momentum", "0.5"}, {"weight-decay", "0.001"}, {"seed", "9"},
-      {"device", "cpu"}, {"threads", "3"}, {"checkpoint-every", "5"}, {"resume-from", "/r"},
-      {"distributed", "ring"}, {"allreduce", "mpi"}, {"fusion-threshold-mb", "4.5"},
-      {"compression", "fp16"}, {"backward-passes-per-step", "2"}, {"stall-warning-seconds", "7"},
-      {"stall-abort-seconds", "70"}, {"ps-mode", "async"}, {"connect-timeout", "11"},
-      {"peer-timeout", "12"}};
+  const std::map<std::string, std::string> values = {{"data-dir", "/d"},
+                                                     {"output-dir", "/o"},
+                                                     {"model", "mlp2"},
+                                                     {"hidden-sizes", "7,6,5"},
+                                                     {"activation", "tanh"},
+                                                     {"epochs", "3"},
+                                                     {"batch-size", "17"},
+                                                     {"learning-rate", "0.25"},
+                                                     {"optimizer", "adam"},
+                                                     {"momentum", "0.5"},
+                                                     {"weight-decay", "0.001"},
+                                                     {"seed", "9"},
+                                                     {"device", "cpu"},
+                                                     {"threads", "3"},
+                                                     {"checkpoint-every", "5"},
+                                                     {"resume-from", "/r"},
+                                                     {"distributed", "ring"},
+                                                     {"allreduce", "mpi"},
+                                                     {"fusion-threshold-mb", "4.5"},
+                                                     {"compression", "fp16"},
+                                                     {"backward-passes-per-step", "2"},
+                                                     {"stall-warning-seconds", "7"},
+                                                     {"stall-abort-seconds", "70"},
+                                                     {"ps-mode", "async"},
+                                                     {"connect-timeout", "11"},
+                                                     {"peer-timeout", "12"}};
   for (const auto& row : run_options()) {
     if (row.json_key.empty()) continue;
     auto it = values.find(row.flag);
@@ -56,23 +73,25 @@ TEST(OptionTable, JsonRoundTripCoversEveryField) {
 
 TEST(OptionTable, SharedFieldsExcludeWhatDiffersPerHost) {
   const nlohmann::json shared = RunConfig().shared_json();
-  for (const char* local : {"data_dir", "output_dir", "resume_from", "threads", "device",
-                            "connect_timeout_seconds"}) {
+  for (const char* local :
+       {"data_dir", "output_dir", "resume_from", "threads", "device", "connect_timeout_seconds"}) {
     EXPECT_FALSE(shared.contains(local)) << local;
   }
   for (const char* key : {"batch_size", "learning_rate", "optimizer", "hidden_sizes",
                           "peer_timeout_seconds", "ps_mode", "compression"}) {
     EXPECT_TRUE(shared.contains(key)) << key;
   }
-  EXPECT_EQ(RunConfig().model_json(),
-            nlohmann::json({{"model", "mlp"}, {"hidden_sizes", {300, 100}}, {"activation", "relu"}}));
+  EXPECT_EQ(
+      RunConfig().model_json(),
+      nlohmann::json({{"model", "mlp"}, {"hidden_sizes", {300, 100}}, {"activation", "relu"}}));
 }
 
 TEST(OptionTable, ValidationNamesTheFlagExpectedAndFound) {
   RunConfig c;
   c.batch_size = 0;
   const std::string batch = error_of([&] { c.validate(); });
-  EXPECT_NE(batch.find("--batch-size: expected a positive integer, got 0"), std::string::npos) << batch;
+  EXPECT_NE(batch.find("--batch-size: expected a positive integer, got 0"), std::string::npos)
+      << batch;
   c = RunConfig();
   c.optimizer = "rmsprop";
   EXPECT_NE(error_of([&] { c.validate(); }).find("--optimizer: expected sgd or adam, got rmsprop"),
@@ -84,14 +103,18 @@ TEST(OptionTable, ValidationNamesTheFlagExpectedAndFound) {
   c = RunConfig();
   c.hidden_sizes = {};
   EXPECT_NE(error_of([&] { c.validate(); }).find("--hidden-sizes"), std::string::npos);
-  EXPECT_NE(error_of([&] { find_run_option("first-layer-neurons")->parse(c, "0"); })
-                .find("--first-layer-neurons: expected a layer width"),
+  EXPECT_NE(error_of([&] {
+              find_run_option("first-layer-neurons")->parse(c, "0");
+            }).find("--first-layer-neurons: expected a layer width"),
             std::string::npos);
   EXPECT_NE(error_of([&] { find_run_option("seed")->parse(c, "-1"); }).find("--seed"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { find_run_option("threads")->parse(c, "99999999999"); }).find("--threads"),
-            std::string::npos);
-  EXPECT_NE(error_of([] { RunConfig::from_json({{"batch_size", "many"}}); }).find("batch_size"),
+  EXPECT_NE(
+      error_of([&] { find_run_option("threads")->parse(c, "99999999999"); }).find("--threads"),
+      std::string::npos);
+  EXPECT_NE(error_of([] {
+              RunConfig::from_json({{"batch_size", "many"}});
+            }).find("batch_size"),
             std::string::npos);
   EXPECT_NE(error_of([] { RunConfig::from_json(nlohmann::json::array()); }), "");
 }
@@ -121,7 +144,8 @@ TEST(OptionTable, ReadmeFlagTableIsGenerated) {
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string readme = ss.str();
-  const std::string begin = "<!-- train-flags:begin (generated: dtrain train --flags-markdown) -->\n";
+  const std::string begin =
+      "<!-- train-flags:begin (generated: dtrain train --flags-markdown) -->\n";
   const std::string end = "<!-- train-flags:end -->";
   const auto b = readme.find(begin), e = readme.find(end);
   ASSERT_NE(b, std::string::npos) << "README.md lacks the marker " << begin;

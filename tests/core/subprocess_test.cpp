@@ -26,7 +26,8 @@ bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
     std::string line;
     if (!stat || !std::getline(stat, line)) return true;
     const auto close = line.rfind(')');
-    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z') return true;
+    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z')
+      return true;
     std::this_thread::sleep_for(20ms);
   }
   return false;
@@ -53,7 +54,8 @@ TEST(Subprocess, ExitCodeArgvEnvAndWorkingDirectory) {
   const ScopedTempDir dir(std::filesystem::temp_directory_path(), "dtrain-sub-");
   const auto before = std::filesystem::current_path();
   Lines out;
-  ProcessOptions p = sh("echo \"$0|$1|$GREETING|${HOME:-unset}|$(pwd)\"; echo partial >&2; printf tail; exit 7");
+  ProcessOptions p =
+      sh("echo \"$0|$1|$GREETING|${HOME:-unset}|$(pwd)\"; echo partial >&2; printf tail; exit 7");
   p.argv.push_back("one two");
   p.argv.insert(p.argv.begin() + 3, "zero");
   p.env["GREETING"] = "hi there";
@@ -65,7 +67,8 @@ TEST(Subprocess, ExitCodeArgvEnvAndWorkingDirectory) {
   EXPECT_EQ(child.wait(), 7);
   EXPECT_EQ(std::filesystem::current_path(), before) << "the parent's working directory changed";
   ASSERT_EQ(out.lines.size(), 3u);
-  EXPECT_EQ(out.lines[0], "zero|one two|hi there|unset|" + std::filesystem::canonical(dir.path()).string());
+  EXPECT_EQ(out.lines[0],
+            "zero|one two|hi there|unset|" + std::filesystem::canonical(dir.path()).string());
   EXPECT_EQ(out.lines[1], "partial");
   EXPECT_EQ(out.lines[2], "tail");
 }

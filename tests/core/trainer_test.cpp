@@ -72,8 +72,8 @@ TEST_P(ResumeEquivalence, InterruptedRunEndsWithIdenticalWeights) {
   RunConfig first = small_config(part_dir.path(), GetParam());
   first.epochs = 1;  // "interrupted" after epoch 1
   run(first);
-  auto resumed = run(small_config(part_dir.path(), GetParam()),
-                     (part_dir / "checkpoints").string());
+  auto resumed =
+      run(small_config(part_dir.path(), GetParam()), (part_dir / "checkpoints").string());
   ASSERT_EQ(resumed.size(), 3u);  // history carried over from the checkpoint
   const auto last = checkpoint_file_name(3);
   EXPECT_TRUE(torch::equal(flat_weights(full_dir / "checkpoints" / last),

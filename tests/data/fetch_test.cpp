@@ -32,8 +32,8 @@ TEST(Fetch, RefusesFilesWhoseChecksumIsWrong) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("SHA-256"), std::string::npos) << e.what();
   }
-  for (const char* name : {"train-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-                           "train-labels-idx1-ubyte"}) {
+  for (const char* name :
+       {"train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"}) {
     EXPECT_FALSE(std::filesystem::exists(into / name)) << name << " must not be left behind";
   }
   // Nothing else left behind either (no temp files).

@@ -57,7 +57,8 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, IdxRoundTrip,
                                             ::testing::Bool()));
 
 TEST(Idx, BigEndianOnDisk) {
-  std::string bytes = header(0x0C, {2}) + std::string{0, 0, 1, 2, char(0xff), char(0xff), char(0xff), char(0xfe)};
+  std::string bytes =
+      header(0x0C, {2}) + std::string{0, 0, 1, 2, char(0xff), char(0xff), char(0xff), char(0xfe)};
   torch::Tensor t = parse_idx(bytes, "mem");
   EXPECT_EQ(t[0].item<int32_t>(), 258);
   EXPECT_EQ(t[1].item<int32_t>(), -2);

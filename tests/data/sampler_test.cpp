@@ -17,7 +17,8 @@ std::vector<int64_t> flatten(const std::vector<torch::Tensor>& batches) {
 }
 
 TEST(ShuffleSampler, DeterministicPerSeedAndEpoch) {
-  ShuffleSampler a({100, 10, 7, 0, 1, true}), b({100, 10, 7, 0, 1, true}), c({100, 10, 8, 0, 1, true});
+  ShuffleSampler a({100, 10, 7, 0, 1, true}), b({100, 10, 7, 0, 1, true}),
+      c({100, 10, 8, 0, 1, true});
   EXPECT_EQ(a.permutation(3), b.permutation(3));
   EXPECT_NE(a.permutation(3), a.permutation(4));
   EXPECT_NE(a.permutation(3), c.permutation(3));
@@ -63,7 +64,8 @@ TEST(ShuffleSampler, TwoRanksAtBEqualOneRankAt2B) {
 TEST(ShardSampler, CoversEverySampleOnce) {
   std::set<int64_t> seen;
   for (int r = 0; r < 3; ++r)
-    for (int64_t i : flatten(ShardSampler(100, 7, r, 3).batches(0))) EXPECT_TRUE(seen.insert(i).second);
+    for (int64_t i : flatten(ShardSampler(100, 7, r, 3).batches(0)))
+      EXPECT_TRUE(seen.insert(i).second);
   EXPECT_EQ(seen.size(), 100u);
 }
 

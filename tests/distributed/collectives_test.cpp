@@ -48,15 +48,18 @@ TEST_P(RingVsMpi, EqualsMpiAllreduceForEverySize) {
     if (type == torch::kInt || type == torch::kLong) {
       EXPECT_TRUE(torch::equal(ring, ref)) << "integers must match bit for bit";
     } else if (count > 0) {
-      const double rel = ((ring.to(torch::kDouble) - ref.to(torch::kDouble)).abs() /
-                          ref.to(torch::kDouble).abs()).max().item<double>();
+      const double rel =
+          ((ring.to(torch::kDouble) - ref.to(torch::kDouble)).abs() / ref.to(torch::kDouble).abs())
+              .max()
+              .item<double>();
       EXPECT_LE(rel, 1e-6);
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, RingVsMpi,
-                         ::testing::Values(torch::kInt, torch::kLong, torch::kFloat, torch::kDouble));
+                         ::testing::Values(torch::kInt, torch::kLong, torch::kFloat,
+                                           torch::kDouble));
 
 TEST(Ring, RankFilledBuffersSumToClosedForm) {
   const int n = comm().size();

@@ -1,7 +1,7 @@
 // The parameter server's RPCs driven directly: malformed or mismatched requests are rejected
 // with an error and never applied; the token is enforced.
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <unistd.h>
 
@@ -23,16 +23,18 @@ class PsProtocol : public ::testing::Test {
  protected:
   void SetUp() override {
     address_ = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
-    const std::string tf = "{\"cluster\": {\"ps\": [\"" + address_ +
-                           "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
+    const std::string tf =
+        "{\"cluster\": {\"ps\": [\"" + address_ +
+        "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
     server_ = std::thread([this, tf] {
-      result_ = testing::run_command("env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret " +
-                                         testing::dtrain_binary() + " train --distributed ps --data-dir " +
-                                         dir_.path().string() + " --peer-timeout 20",
-                                     120);
+      result_ = testing::run_command(
+          "env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret " + testing::dtrain_binary() +
+              " train --distributed ps --data-dir " + dir_.path().string() + " --peer-timeout 20",
+          120);
     });
     channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
-    ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)));
+    ASSERT_TRUE(
+        channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)));
     stub_ = ParameterServer::NewStub(channel_);
   }
   void TearDown() override {
@@ -66,13 +68,16 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
   init.set_begin(0);
   init.set_end(4);
   init.set_values(floats({1, 2, 3, 4}));
-  init.set_optimizer_config(R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
+  init.set_optimizer_config(
+      R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
   init.set_training_tasks(1);
   init.set_run_config(R"({"hidden_sizes": [3]})");
   InitReply init_rep;
   // Without or with a wrong token: rejected.
-  EXPECT_EQ(stub_->Init(ctx("").get(), init, &init_rep).error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_EQ(stub_->Init(ctx("nope").get(), init, &init_rep).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(stub_->Init(ctx("").get(), init, &init_rep).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(stub_->Init(ctx("nope").get(), init, &init_rep).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
   ASSERT_TRUE(stub_->Init(ctx().get(), init, &init_rep).ok());
 
   RegisterRequest reg;
@@ -96,13 +101,16 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
   EXPECT_NE(s.error_message().find("16 bytes"), std::string::npos) << s.error_message();
   push.mutable_gradient()->set_begin(1);  // wrong range
   push.mutable_gradient()->set_values(floats({1, 1, 1, 1}));
-  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   push.mutable_gradient()->set_begin(0);
   push.set_step(7);  // not the next step
-  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
   push.set_task("worker:9");  // never registered
   push.set_step(1);
-  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 
   PullRequest pull;
   pull.set_task("worker:0");

@@ -52,35 +52,49 @@ TEST(TfConfig, LegacyMasterSparseJobsStringIndexAndIgnoredKeys) {
   auto m = TfConfig::parse(R"({"cluster": {"master": ["m:1"]}, "task": {"type": "master"}})");
   EXPECT_EQ(m.task_type, "chief");
   EXPECT_TRUE(m.is_chief());
-  auto v6 = TfConfig::parse(R"({"cluster": {"ps": ["[::1]:2222"]}, "task": {"type": "ps", "index": 0}})");
+  auto v6 =
+      TfConfig::parse(R"({"cluster": {"ps": ["[::1]:2222"]}, "task": {"type": "ps", "index": 0}})");
   EXPECT_EQ(v6.address(), "[::1]:2222");
 }
 
 TEST(TfConfig, EveryViolationNamesTheField) {
   expect_error("", "empty");
   expect_error("   ", "empty");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0})", "invalid JSON at byte");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0})",
+               "invalid JSON at byte");
   expect_error(R"({"cluster": {"worker": ["a:1",]}})", "near '");
   expect_error(R"([1, 2])", "expected a JSON object");
   expect_error(R"({"task": {"type": "worker"}})", "cluster");
   expect_error(R"({"cluster": {}, "task": {"type": "worker"}})", "cluster");
   expect_error(R"({"cluster": {"worker": ["a:1"]}})", "task");
   expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"index": 0}})", "task.type");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "boss", "index": 0}})", "unknown type 'boss'");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}})", "out of range");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": -1}})", "negative");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "x"}})", "task.index");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}})", "'ps' is not a job in cluster");
-  expect_error(R"({"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker"}})", "duplicate address a:1");
-  expect_error(R"({"cluster": {"worker": ["a"]}, "task": {"type": "worker"}})", "cluster.worker[0]");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "boss", "index": 0}})",
+               "unknown type 'boss'");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}})",
+               "out of range");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": -1}})",
+               "negative");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "x"}})",
+               "task.index");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}})",
+               "'ps' is not a job in cluster");
+  expect_error(R"({"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker"}})",
+               "duplicate address a:1");
+  expect_error(R"({"cluster": {"worker": ["a"]}, "task": {"type": "worker"}})",
+               "cluster.worker[0]");
   expect_error(R"({"cluster": {"worker": ["a:99999"]}, "task": {"type": "worker"}})", "valid port");
   expect_error(R"({"cluster": {"worker": [":80"]}, "task": {"type": "worker"}})", "no host");
   expect_error(R"({"cluster": {"worker": [5]}, "task": {"type": "worker"}})", "host:port");
-  expect_error(R"({"cluster": {"chief": ["c:1"], "master": ["m:1"]}, "task": {"type": "chief"}})", "master");
-  expect_error(R"({"cluster": {"chief": ["c:1", "d:1"]}, "task": {"type": "chief"}})", "at most one");
-  expect_error(R"({"cluster": {"evaluator": ["e:1", "f:1"]}, "task": {"type": "evaluator"}})", "at most one");
-  expect_error(R"({"cluster": {"worker": ["a:1"], "gpu": ["b:1"]}, "task": {"type": "worker"}})", "cluster.gpu");
-  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator", "index": 2}})", "index 0");
+  expect_error(R"({"cluster": {"chief": ["c:1"], "master": ["m:1"]}, "task": {"type": "chief"}})",
+               "master");
+  expect_error(R"({"cluster": {"chief": ["c:1", "d:1"]}, "task": {"type": "chief"}})",
+               "at most one");
+  expect_error(R"({"cluster": {"evaluator": ["e:1", "f:1"]}, "task": {"type": "evaluator"}})",
+               "at most one");
+  expect_error(R"({"cluster": {"worker": ["a:1"], "gpu": ["b:1"]}, "task": {"type": "worker"}})",
+               "cluster.gpu");
+  expect_error(R"({"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator", "index": 2}})",
+               "index 0");
 }
 
 TEST(TfConfig, PsTrainingNeedsPsAndWorkers) {
@@ -95,8 +109,11 @@ TEST(TfConfig, PsTrainingNeedsPsAndWorkers) {
 TEST(TfConfig, ClusterCheckCommand) {
   const std::string bin = testing::dtrain_binary();
   auto ok = testing::run_command(
-      "env TF_CONFIG='{\"cluster\": {\"ps\": [\"127.0.0.1:2222\"], \"worker\": [\"127.0.0.1:2223\"]}, "
-      "\"task\": {\"type\": \"worker\", \"index\": 0}}' " + bin + " cluster check --for-ps-training", 60);
+      "env TF_CONFIG='{\"cluster\": {\"ps\": [\"127.0.0.1:2222\"], \"worker\": "
+      "[\"127.0.0.1:2223\"]}, "
+      "\"task\": {\"type\": \"worker\", \"index\": 0}}' " +
+          bin + " cluster check --for-ps-training",
+      60);
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_NE(ok.output.find("\"role\": \"chief\""), std::string::npos) << ok.output;
   auto bad = testing::run_command("env TF_CONFIG='{\"cluster\": 3}' " + bin + " cluster check", 60);

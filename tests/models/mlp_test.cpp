@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
-#include <torch/nn/module.h>
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/module.h>
 #include <torch/utils.h>
 
 #include "core/errors.h"
@@ -34,8 +34,10 @@ TEST(Mlp, ChildrenAreInForwardOrder) {
   auto x = torch::randn({3, 4});
   auto y = x;
   for (auto& c : mlp->named_children()) {
-    if (auto* lin = c.value()->as<torch::nn::Linear>()) y = lin->forward(y);
-    else y = torch::tanh(y);
+    if (auto* lin = c.value()->as<torch::nn::Linear>())
+      y = lin->forward(y);
+    else
+      y = torch::tanh(y);
   }
   EXPECT_TRUE(torch::allclose(y, mlp->forward(x)));
 }

@@ -1,12 +1,12 @@
 // ONNX export: structure checks of the written protobuf, and ONNX Runtime (an independent
 // implementation) against LibTorch on the MNIST test set.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <onnx/onnx_pb.h>
+#include <torch/nn/functional/activation.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
-#include <torch/nn/functional/activation.h>
+#include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <iostream>
@@ -59,7 +59,8 @@ TEST(OnnxExport, GraphStructureInitializersAndMetadata) {
   EXPECT_EQ(meta["producer"], "dtrain");
   EXPECT_EQ(meta["final_validation_accuracy"], "0.97");
   EXPECT_EQ(meta["weights_sha256"].size(), 64u);
-  EXPECT_EQ(nlohmann::json::parse(meta["training_config"])["hidden_sizes"], nlohmann::json({20, 10, 5}));
+  EXPECT_EQ(nlohmann::json::parse(meta["training_config"])["hidden_sizes"],
+            nlohmann::json({20, 10, 5}));
   int gemms = 0;
   for (const auto& n : g.node()) gemms += n.op_type() == "Gemm";
   EXPECT_EQ(gemms, 4);
@@ -93,8 +94,9 @@ TEST(OnnxExport, CliRefusesMissingOrCorruptCheckpoints) {
   TempDir dir;
   testing::write_bytes(dir / "bad.pt", "DTRAIN-CKPT\n garbage");
   for (const std::string& ckpt : {(dir / "none").string(), (dir / "bad.pt").string()}) {
-    CommandResult r = testing::run_command(testing::dtrain_binary() + " export --checkpoint " + ckpt +
-                                           " --onnx " + (dir / "out.onnx").string(), 60);
+    CommandResult r = testing::run_command(testing::dtrain_binary() + " export --checkpoint " +
+                                               ckpt + " --onnx " + (dir / "out.onnx").string(),
+                                           60);
     EXPECT_EQ(r.exit_code, 2) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir / "out.onnx"));
   }
@@ -114,8 +116,8 @@ torch::Tensor read_floats(const std::filesystem::path& path, int64_t rows, int64
 }
 
 double eval_accuracy(const std::string& model, const std::string& mnist) {
-  CommandResult r = testing::run_command(testing::dtrain_binary() + " eval --model " + model +
-                                         " --data-dir " + mnist, 300);
+  CommandResult r = testing::run_command(
+      testing::dtrain_binary() + " eval --model " + model + " --data-dir " + mnist, 300);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   const auto pos = r.output.find('{');
   return nlohmann::json::parse(r.output.substr(pos, r.output.find('\n', pos) - pos))["accuracy"];
@@ -124,17 +126,20 @@ double eval_accuracy(const std::string& model, const std::string& mnist) {
 void check_against_ort(const std::string& train_flags) {
   const std::string mnist = testing::mnist_dir();
   TempDir out;
-  CommandResult t = testing::run_command(testing::dtrain_binary() + " train --epochs 1 --data-dir " +
-                                         mnist + " --output-dir " + out.path().string() + " " +
-                                         train_flags, 600);
+  CommandResult t =
+      testing::run_command(testing::dtrain_binary() + " train --epochs 1 --data-dir " + mnist +
+                               " --output-dir " + out.path().string() + " " + train_flags,
+                           600);
   ASSERT_EQ(t.exit_code, 0) << t.output;
   ASSERT_TRUE(std::filesystem::exists(out / "model" / "model.onnx"));
   // Export the checkpoint too: it must give the same file as the end-of-training export.
   CommandResult e = testing::run_command(testing::dtrain_binary() + " export --checkpoint " +
-                                         (out / "model").string() + " --onnx " +
-                                         (out / "exported.onnx").string(), 120);
+                                             (out / "model").string() + " --onnx " +
+                                             (out / "exported.onnx").string(),
+                                         120);
   ASSERT_EQ(e.exit_code, 0) << e.output;
-  EXPECT_EQ(testing::read_text(out / "exported.onnx"), testing::read_text(out / "model" / "model.onnx"));
+  EXPECT_EQ(testing::read_text(out / "exported.onnx"),
+            testing::read_text(out / "model" / "model.onnx"));
 
   // LibTorch's outputs on the whole test set.
   LoadedModel loaded = load_model(out / "model");
@@ -150,24 +155,27 @@ void check_against_ort(const std::string& train_flags) {
   testing::write_bytes(out / "inputs.bin",
                        std::string(static_cast<const char*>(all.inputs.data_ptr()), n * 784 * 4));
 
-  CommandResult ort = testing::run_command(
-      "env NODE_PATH=" + ort_dir() + "/node_modules node " + DTRAIN_SOURCE_DIR +
-          "/tests/onnx/ort_run.js " + (out / "model" / "model.onnx").string() + " " +
-          (out / "inputs.bin").string() + " " + std::to_string(n) + " 784 " + (out / "ort").string(),
-      300);
+  CommandResult ort = testing::run_command("env NODE_PATH=" + ort_dir() + "/node_modules node " +
+                                               DTRAIN_SOURCE_DIR + "/tests/onnx/ort_run.js " +
+                                               (out / "model" / "model.onnx").string() + " " +
+                                               (out / "inputs.bin").string() + " " +
+                                               std::to_string(n) + " 784 " + (out / "ort").string(),
+                                           300);
   ASSERT_EQ(ort.exit_code, 0) << ort.output;
   const torch::Tensor ort_logits = read_floats(out / "ort.logits.bin", n, 10);
   const torch::Tensor ort_probs = read_floats(out / "ort.probabilities.bin", n, 10);
 
   const auto first = torch::indexing::Slice(0, 1000);
-  const double max_diff = (ort_logits.index({first}) - logits.index({first})).abs().max().item<double>();
-  std::cout << "ONNX Runtime vs LibTorch (" << train_flags << "): max |logits diff| over 1000 images "
-            << max_diff << ", over all " << (ort_logits - logits).abs().max().item<double>()
-            << std::endl;
+  const double max_diff =
+      (ort_logits.index({first}) - logits.index({first})).abs().max().item<double>();
+  std::cout << "ONNX Runtime vs LibTorch (" << train_flags
+            << "): max |logits diff| over 1000 images " << max_diff << ", over all "
+            << (ort_logits - logits).abs().max().item<double>() << std::endl;
   EXPECT_LE(max_diff, 1e-4);
   EXPECT_LE((ort_probs.sum(1) - 1).abs().max().item<double>(), 1e-5);
   EXPECT_TRUE(torch::equal(ort_logits.argmax(1), logits.argmax(1))) << "argmax must agree on all";
-  const double ort_acc = ort_logits.argmax(1).eq(all.targets).to(torch::kDouble).mean().item<double>();
+  const double ort_acc =
+      ort_logits.argmax(1).eq(all.targets).to(torch::kDouble).mean().item<double>();
   EXPECT_DOUBLE_EQ(ort_acc, eval_accuracy((out / "model").string(), mnist));
 }
 

@@ -1,7 +1,7 @@
 // End-to-end tests of the dtrain binary: exit codes, messages, and real MNIST training.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
+#include <nlohmann/json.hpp>
 
 #include <sstream>
 
@@ -23,7 +23,8 @@ void expect_usage_error(const std::string& args, const std::string& fragment) {
   CommandResult r = dtrain(args, 60);
   EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
   EXPECT_NE(r.output.find(fragment), std::string::npos)
-      << "dtrain " << args << " should mention '" << fragment << "':\n" << r.output;
+      << "dtrain " << args << " should mention '" << fragment << "':\n"
+      << r.output;
 }
 
 TEST(Cli, BadFlagsExitTwoNamingTheFlag) {
@@ -74,8 +75,8 @@ using testing::read_jsonl;
 TEST(EndToEnd, OneEpochOnMnistReaches90PercentAndWritesOutputs) {
   DTRAIN_REQUIRE_MNIST(mnist);
   TempDir out;
-  CommandResult r = dtrain("train --data-folder " + mnist + " --epochs 1 --output-dir " +
-                           out.path().string());
+  CommandResult r =
+      dtrain("train --data-folder " + mnist + " --epochs 1 --output-dir " + out.path().string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   auto lines = read_jsonl(out / "metrics.jsonl");
@@ -130,9 +131,9 @@ TEST(EndToEnd, ResumedCliRunMatchesUninterruptedRun) {
 
   // A checkpoint of another architecture is refused with exit 2, outputs untouched.
   const std::string before = testing::read_text(part / "run.json");
-  CommandResult bad = dtrain("train --epochs 3 --output-dir " + part.path().string() +
-                             " --data-dir " + mnist + " --first-layer-neurons 65 --resume-from " +
-                             (part / "checkpoints").string());
+  CommandResult bad =
+      dtrain("train --epochs 3 --output-dir " + part.path().string() + " --data-dir " + mnist +
+             " --first-layer-neurons 65 --resume-from " + (part / "checkpoints").string());
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   EXPECT_NE(bad.output.find("checkpoint"), std::string::npos) << bad.output;
   EXPECT_EQ(testing::read_text(part / "run.json"), before);

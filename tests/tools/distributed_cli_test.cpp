@@ -1,8 +1,8 @@
 // Multi-process runs of `dtrain train --distributed ring` under mpirun, each with a hard timeout.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/utils.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <sstream>
@@ -31,7 +31,9 @@ CommandResult single(const std::string& args, int timeout = 300) {
 
 using testing::last_metrics;
 
-torch::Tensor weights(const std::filesystem::path& model_dir) { return testing::model_weights(model_dir); }
+torch::Tensor weights(const std::filesystem::path& model_dir) {
+  return testing::model_weights(model_dir);
+}
 
 class DistributedCli : public ::testing::Test {
  protected:
@@ -47,7 +49,8 @@ TEST_F(DistributedCli, TwoRanksAtBatchBEqualOneRankAt2B) {
   TempDir one, two;
   CommandResult a = single("train --epochs 2 --batch-size 50" + common(one.path()));
   ASSERT_EQ(a.exit_code, 0) << a.output;
-  CommandResult b = mpirun(2, "train --distributed ring --epochs 2 --batch-size 25" + common(two.path()));
+  CommandResult b =
+      mpirun(2, "train --distributed ring --epochs 2 --batch-size 25" + common(two.path()));
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto wa = weights(one / "model"), wb = weights(two / "model");
   EXPECT_TRUE(torch::allclose(wa, wb, /*rtol=*/1e-4, /*atol=*/1e-5))
@@ -59,27 +62,35 @@ TEST_F(DistributedCli, TwoRanksAtBatchBEqualOneRankAt2B) {
 
 TEST_F(DistributedCli, MpiAllreduceAndFp16AndAccumulationAgree) {
   TempDir ref, mpi, fp16, accumulate, accumulate_ref;
-  ASSERT_EQ(mpirun(2, "train --distributed ring --epochs 1 --batch-size 25" + common(ref.path())).exit_code, 0);
-  CommandResult m = mpirun(2, "train --distributed ring --allreduce mpi --epochs 1 --batch-size 25" +
-                                  common(mpi.path()));
+  ASSERT_EQ(mpirun(2, "train --distributed ring --epochs 1 --batch-size 25" + common(ref.path()))
+                .exit_code,
+            0);
+  CommandResult m =
+      mpirun(2, "train --distributed ring --allreduce mpi --epochs 1 --batch-size 25" +
+                    common(mpi.path()));
   ASSERT_EQ(m.exit_code, 0) << m.output;
   EXPECT_TRUE(torch::allclose(weights(ref / "model"), weights(mpi / "model"), 1e-4, 1e-5));
-  CommandResult h = mpirun(2, "train --distributed ring --compression fp16 --epochs 1 --batch-size 25" +
-                                  common(fp16.path()));
+  CommandResult h =
+      mpirun(2, "train --distributed ring --compression fp16 --epochs 1 --batch-size 25" +
+                    common(fp16.path()));
   ASSERT_EQ(h.exit_code, 0) << h.output;
   EXPECT_TRUE(torch::allclose(weights(ref / "model"), weights(fp16 / "model"), 1e-2, 1e-3))
       << "fp16 compression changes only rounding";
   // Two local passes of 25 per step on two ranks = one pass of 100 on one rank.
-  CommandResult k = mpirun(2, "train --distributed ring --backward-passes-per-step 2 --epochs 1 "
-                              "--batch-size 25" + common(accumulate.path()));
+  CommandResult k = mpirun(2,
+                           "train --distributed ring --backward-passes-per-step 2 --epochs 1 "
+                           "--batch-size 25" +
+                               common(accumulate.path()));
   ASSERT_EQ(k.exit_code, 0) << k.output;
-  ASSERT_EQ(single("train --epochs 1 --batch-size 100" + common(accumulate_ref.path())).exit_code, 0);
+  ASSERT_EQ(single("train --epochs 1 --batch-size 100" + common(accumulate_ref.path())).exit_code,
+            0);
   // Each 2-rank step covers two consecutive global batches of 50 (rank r takes slice r of each,
   // data/sampler.cpp), i.e. exactly the 100 samples of the 1-rank step: same gradient up to float
   // summation order, so the same weights.
   EXPECT_EQ(last_metrics(accumulate)["steps"], last_metrics(accumulate_ref)["steps"]);
   const auto wk = weights(accumulate / "model"), wr = weights(accumulate_ref / "model");
-  EXPECT_TRUE(torch::allclose(wk, wr, 1e-4, 1e-5)) << "max abs diff " << (wk - wr).abs().max().item<double>();
+  EXPECT_TRUE(torch::allclose(wk, wr, 1e-4, 1e-5))
+      << "max abs diff " << (wk - wr).abs().max().item<double>();
 }
 
 TEST_F(DistributedCli, WithoutLauncherRunsAsOneRankAndSaysSo) {
@@ -92,13 +103,14 @@ TEST_F(DistributedCli, WithoutLauncherRunsAsOneRankAndSaysSo) {
 TEST_F(DistributedCli, RanksThatDisagreeFailAtStartNamingRankAndField) {
   TempDir out;
   const std::string bin = testing::dtrain_binary();
-  const std::string base = " train --distributed ring --epochs 1 --data-dir " + data_.path().string() +
-                           " --output-dir " + out.path().string() + " --threads 1";
+  const std::string base = " train --distributed ring --epochs 1 --data-dir " +
+                           data_.path().string() + " --output-dir " + out.path().string() +
+                           " --threads 1";
   const auto start = std::chrono::steady_clock::now();
-  CommandResult r = testing::run_command(
-      kMpirun + "-np 1 " + bin + base + " --first-layer-neurons 32 : -np 1 " + bin + base +
-          " --first-layer-neurons 31 --learning-rate 0.02",
-      120);
+  CommandResult r =
+      testing::run_command(kMpirun + "-np 1 " + bin + base + " --first-layer-neurons 32 : -np 1 " +
+                               bin + base + " --first-layer-neurons 31 --learning-rate 0.02",
+                           120);
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("rank 1 vs rank 0"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("hidden_sizes"), std::string::npos) << r.output;
@@ -110,8 +122,9 @@ TEST_F(DistributedCli, RanksThatDisagreeFailAtStartNamingRankAndField) {
 TEST_F(DistributedCli, KilledRankEndsTheJobWithinSixtySeconds) {
   TempDir out;
   const auto start = std::chrono::steady_clock::now();
-  CommandResult r = mpirun(2, "train --distributed ring --epochs 50 --batch-size 10" + common(out.path()),
-                           120, "-x DTRAIN_FAULT_INJECT=kill:1:5");
+  CommandResult r =
+      mpirun(2, "train --distributed ring --epochs 50 --batch-size 10" + common(out.path()), 120,
+             "-x DTRAIN_FAULT_INJECT=kill:1:5");
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("kills itself"), std::string::npos) << r.output;
@@ -121,8 +134,10 @@ TEST_F(DistributedCli, KilledRankEndsTheJobWithinSixtySeconds) {
 TEST_F(DistributedCli, StalledRankIsNamedThenTheJobAborts) {
   TempDir out;
   const auto start = std::chrono::steady_clock::now();
-  CommandResult r = mpirun(3, "train --distributed ring --epochs 50 --batch-size 10 "
-                              "--stall-warning-seconds 2 --stall-abort-seconds 6" + common(out.path()),
+  CommandResult r = mpirun(3,
+                           "train --distributed ring --epochs 50 --batch-size 10 "
+                           "--stall-warning-seconds 2 --stall-abort-seconds 6" +
+                               common(out.path()),
                            120, "-x DTRAIN_FAULT_INJECT=stall:2:4");
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_NE(r.exit_code, 0) << r.output;
@@ -133,8 +148,9 @@ TEST_F(DistributedCli, StalledRankIsNamedThenTheJobAborts) {
 
 TEST_F(DistributedCli, NonFiniteGradientOnOneRankIsSkippedByAll) {
   TempDir out;
-  CommandResult r = mpirun(2, "train --distributed ring --epochs 1 --batch-size 25" + common(out.path()),
-                           120, "-x DTRAIN_FAULT_INJECT=nan:1:3");
+  CommandResult r =
+      mpirun(2, "train --distributed ring --epochs 1 --batch-size 25" + common(out.path()), 120,
+             "-x DTRAIN_FAULT_INJECT=nan:1:3");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("every rank skips this step"), std::string::npos) << r.output;
   EXPECT_EQ(last_metrics(out)["skipped_steps"], 1);
@@ -144,19 +160,24 @@ TEST_F(DistributedCli, NonFiniteGradientOnOneRankIsSkippedByAll) {
 TEST_F(DistributedCli, CheckpointsResumeOnAnotherWorldSize) {
   TempDir out;
   ASSERT_EQ(mpirun(2, "train --distributed ring --epochs 1 --checkpoint-every 1 --batch-size 25" +
-                          common(out.path())).exit_code, 0);
+                          common(out.path()))
+                .exit_code,
+            0);
   CommandResult r = mpirun(3, "train --distributed ring --epochs 2 --batch-size 25 --resume-from " +
                                   (out / "checkpoints").string() + common(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(last_metrics(out)["epoch"], 2);
-  EXPECT_EQ(nlohmann::json::parse(testing::read_text(out / "run.json"))["distribution"]["world_size"], 3);
+  EXPECT_EQ(
+      nlohmann::json::parse(testing::read_text(out / "run.json"))["distribution"]["world_size"], 3);
 }
 
 TEST(DistributedMnist, TwoRanksOneEpochReach90Percent) {
   DTRAIN_REQUIRE_MNIST(mnist);
   TempDir out;
-  CommandResult r = mpirun(2, "train --distributed ring --epochs 1 --data-dir " + mnist +
-                                  " --output-dir " + out.path().string(), 600);
+  CommandResult r = mpirun(2,
+                           "train --distributed ring --epochs 1 --data-dir " + mnist +
+                               " --output-dir " + out.path().string(),
+                           600);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_GE(last_metrics(out)["validation_acc"].get<double>(), 0.90);
 }

@@ -14,7 +14,9 @@ class LocalCommunicator : public Communicator {
   int local_size() const override { return 1; }
   void allreduce(torch::Tensor&, ReduceOp) override {}
   void broadcast(torch::Tensor&, int) override {}
-  torch::Tensor allgather(const torch::Tensor& tensor) override { return tensor.unsqueeze(0).clone(); }
+  torch::Tensor allgather(const torch::Tensor& tensor) override {
+    return tensor.unsqueeze(0).clone();
+  }
   void barrier() override {}
   std::string agree(uint64_t, const std::function<std::string()>&, const std::string&) override {
     return "";

@@ -26,15 +26,16 @@ inline int world_rank_or_minus_one() {
 }
 
 [[noreturn]] inline void throw_mpi_error(const char* call, int code, const char* file, int line) {
-  throw CommError(std::string(call) + " failed on rank " + std::to_string(world_rank_or_minus_one()) +
-                  ": " + mpi_error_string(code) + " (" + file + ":" + std::to_string(line) + ")");
+  throw CommError(std::string(call) + " failed on rank " +
+                  std::to_string(world_rank_or_minus_one()) + ": " + mpi_error_string(code) + " (" +
+                  file + ":" + std::to_string(line) + ")");
 }
 
 }  // namespace dtrain::distributed::detail
 
-#define MPI_CHECK(call)                                                                   \
-  do {                                                                                    \
-    const int dtrain_mpi_rc_ = (call);                                                    \
-    if (dtrain_mpi_rc_ != MPI_SUCCESS)                                                    \
+#define MPI_CHECK(call)                                                                          \
+  do {                                                                                           \
+    const int dtrain_mpi_rc_ = (call);                                                           \
+    if (dtrain_mpi_rc_ != MPI_SUCCESS)                                                           \
       ::dtrain::distributed::detail::throw_mpi_error(#call, dtrain_mpi_rc_, __FILE__, __LINE__); \
   } while (0)

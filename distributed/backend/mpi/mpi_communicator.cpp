@@ -1,9 +1,9 @@
 #include "distributed/backend/mpi/mpi_communicator.h"
 
-#include <fmt/ranges.h>
 #include <c10/util/Half.h>
-#include <nlohmann/json.hpp>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -46,7 +46,11 @@ void check_tensor(const torch::Tensor& t, const char* call, bool bytes_ok = fals
     throw CommError(std::string(call) + ": the MPI backend needs a defined, contiguous CPU tensor");
   }
   switch (t.scalar_type()) {
-    case torch::kFloat: case torch::kDouble: case torch::kHalf: case torch::kInt: case torch::kLong:
+    case torch::kFloat:
+    case torch::kDouble:
+    case torch::kHalf:
+    case torch::kInt:
+    case torch::kLong:
       return;
     case torch::kByte:
       if (bytes_ok) return;
@@ -76,12 +80,18 @@ MPI_Op half_sum_op() {
 
 MPI_Datatype mpi_type(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return MPI_FLOAT;
-    case torch::kDouble: return MPI_DOUBLE;
-    case torch::kHalf: return MPI_UINT16_T;
-    case torch::kInt: return MPI_INT32_T;
-    case torch::kLong: return MPI_INT64_T;
-    default: throw CommError("no MPI type for " + std::string(c10::toString(t)));
+    case torch::kFloat:
+      return MPI_FLOAT;
+    case torch::kDouble:
+      return MPI_DOUBLE;
+    case torch::kHalf:
+      return MPI_UINT16_T;
+    case torch::kInt:
+      return MPI_INT32_T;
+    case torch::kLong:
+      return MPI_INT64_T;
+    default:
+      throw CommError("no MPI type for " + std::string(c10::toString(t)));
   }
 }
 
@@ -96,10 +106,14 @@ void add_loop(void* dst, const void* src, int64_t n) {
 
 void add_into(void* dst, const void* src, int64_t n, torch::ScalarType type) {
   switch (type) {
-    case torch::kFloat: return add_loop<float>(dst, src, n);
-    case torch::kDouble: return add_loop<double>(dst, src, n);
-    case torch::kInt: return add_loop<int32_t>(dst, src, n);
-    case torch::kLong: return add_loop<int64_t>(dst, src, n);
+    case torch::kFloat:
+      return add_loop<float>(dst, src, n);
+    case torch::kDouble:
+      return add_loop<double>(dst, src, n);
+    case torch::kInt:
+      return add_loop<int32_t>(dst, src, n);
+    case torch::kLong:
+      return add_loop<int64_t>(dst, src, n);
     default: {
       auto d = torch::from_blob(dst, {n}, type);
       d.add_(torch::from_blob(const_cast<void*>(src), {n}, type));
@@ -113,8 +127,9 @@ std::string rank_list(const std::vector<int>& ranks) {
 
 // Polls `reqs` until all complete. `rank_of(i)` names the peer of request i. Warns every
 // warning_seconds about the peers still missing and throws CommError after abort_seconds.
-void wait_with_stall_check(std::vector<MPI_Request>& reqs, const std::function<int(size_t)>& rank_of,
-                           const StallOptions& stall, const std::string& what, int my_rank) {
+void wait_with_stall_check(std::vector<MPI_Request>& reqs,
+                           const std::function<int(size_t)>& rank_of, const StallOptions& stall,
+                           const std::string& what, int my_rank) {
   const auto start = Clock::now();
   auto next_warning = start + std::chrono::duration<double>(stall.warning_seconds);
   std::vector<bool> done(reqs.size(), false);
@@ -132,16 +147,19 @@ void wait_with_stall_check(std::vector<MPI_Request>& reqs, const std::function<i
     const auto now = Clock::now();
     if (now >= next_warning) {
       std::vector<int> missing;
-      for (size_t i = 0; i < done.size(); ++i) if (!done[i]) missing.push_back(rank_of(i));
+      for (size_t i = 0; i < done.size(); ++i)
+        if (!done[i]) missing.push_back(rank_of(i));
       const double waited = std::chrono::duration<double>(now - start).count();
       if (waited >= stall.abort_seconds) {
         throw CommError(what + ": stalled for " + std::to_string(static_cast<int>(waited)) +
                         " s on rank " + std::to_string(my_rank) + " waiting for rank(s) " +
                         rank_list(missing) + " (--stall-abort-seconds " +
-                        std::to_string(static_cast<int>(stall.abort_seconds)) + "); aborting the job");
+                        std::to_string(static_cast<int>(stall.abort_seconds)) +
+                        "); aborting the job");
       }
-      spdlog::warn("{}: stalled for {:.0f} s on rank {}: waiting for rank(s) {} (abort after {:.0f} s)",
-                   what, waited, my_rank, rank_list(missing), stall.abort_seconds);
+      spdlog::warn(
+          "{}: stalled for {:.0f} s on rank {}: waiting for rank(s) {} (abort after {:.0f} s)",
+          what, waited, my_rank, rank_list(missing), stall.abort_seconds);
       next_warning = std::min(now + std::chrono::duration<double>(stall.warning_seconds),
                               start + std::chrono::duration<double>(stall.abort_seconds));
     }
@@ -193,7 +211,8 @@ MpiCommunicator::MpiCommunicator(AllreduceAlgorithm algorithm, StallOptions stal
   MPI_CHECK(MPI_Comm_set_errhandler(ring_comm_, MPI_ERRORS_RETURN));
   MPI_CHECK(MPI_Comm_set_errhandler(coord_comm_, MPI_ERRORS_RETURN));
   MPI_Comm local;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+  MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
   MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
   MPI_CHECK(MPI_Comm_size(local, &local_size_));
   MPI_CHECK(MPI_Comm_free(&local));
@@ -263,15 +282,17 @@ void MpiCommunicator::ring_allreduce(torch::Tensor& tensor) {
     sends.clear();
     recvs.clear();
     for (int64_t o = 0; o < len[recv_chunk]; o += seg) {
-      const int c = static_cast<int>(std::min(seg, len[recv_chunk] - o) * static_cast<int64_t>(elem));
+      const int c =
+          static_cast<int>(std::min(seg, len[recv_chunk] - o) * static_cast<int64_t>(elem));
       recvs.emplace_back();
       MPI_CHECK(MPI_Irecv(recv_base + o * elem, c, MPI_BYTE, left, tag, ring_comm_, &recvs.back()));
     }
     for (int64_t o = 0; o < len[send_chunk]; o += seg) {
-      const int c = static_cast<int>(std::min(seg, len[send_chunk] - o) * static_cast<int64_t>(elem));
+      const int c =
+          static_cast<int>(std::min(seg, len[send_chunk] - o) * static_cast<int64_t>(elem));
       sends.emplace_back();
-      MPI_CHECK(MPI_Isend(data + (start[send_chunk] + o) * elem, c, MPI_BYTE, right, tag, ring_comm_,
-                          &sends.back()));
+      MPI_CHECK(MPI_Isend(data + (start[send_chunk] + o) * elem, c, MPI_BYTE, right, tag,
+                          ring_comm_, &sends.back()));
     }
   };
 
@@ -305,7 +326,8 @@ void MpiCommunicator::ring_allreduce(torch::Tensor& tensor) {
 
 void MpiCommunicator::broadcast(torch::Tensor& tensor, int root) {
   check_tensor(tensor, "broadcast", true);
-  if (root < 0 || root >= size_) throw CommError("broadcast: root " + std::to_string(root) + " out of range");
+  if (root < 0 || root >= size_)
+    throw CommError("broadcast: root " + std::to_string(root) + " out of range");
   char* data = static_cast<char*>(tensor.data_ptr());
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
   for (int64_t done = 0; done < bytes;) {
@@ -331,7 +353,8 @@ torch::Tensor MpiCommunicator::allgather(const torch::Tensor& tensor) {
 
 void MpiCommunicator::barrier() {
   // A barrier is an agreement on nothing: it gets the same stall reporting.
-  agree(0, [] { return std::string("{}"); }, "barrier");
+  agree(
+      0, [] { return std::string("{}"); }, "barrier");
 }
 
 std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::string()>& describe,
@@ -345,7 +368,8 @@ std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::
       MPI_CHECK(MPI_Irecv(&sigs[static_cast<size_t>(r)], 1, MPI_UINT64_T, r, kTagSignature,
                           coord_comm_, &reqs[static_cast<size_t>(r - 1)]));
     }
-    wait_with_stall_check(reqs, [](size_t i) { return static_cast<int>(i) + 1; }, stall_, what, rank_);
+    wait_with_stall_check(
+        reqs, [](size_t i) { return static_cast<int>(i) + 1; }, stall_, what, rank_);
     for (int r = 1; r < size_; ++r) verdict |= sigs[static_cast<size_t>(r)] != signature;
     std::vector<MPI_Request> sends(static_cast<size_t>(size_ - 1));
     for (int r = 1; r < size_; ++r) {
@@ -361,7 +385,8 @@ std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::
     // Rank 0 names the missing ranks and aborts first; the others give it a grace period.
     StallOptions mine = stall_;
     mine.abort_seconds += 10;
-    wait_with_stall_check(v, [](size_t) { return 0; }, mine, what + " (rank 0 coordinates)", rank_);
+    wait_with_stall_check(
+        v, [](size_t) { return 0; }, mine, what + " (rank 0 coordinates)", rank_);
   }
   return verdict ? gather_mismatch(describe(), what) : "";
 }
@@ -373,11 +398,12 @@ std::string MpiCommunicator::gather_mismatch(const std::string& mine, const std:
   std::string all;
   if (rank_ == 0) {
     int total = 0;
-    for (int r = 0; r < size_; ++r) displs[static_cast<size_t>(r)] = total, total += lens[static_cast<size_t>(r)];
+    for (int r = 0; r < size_; ++r)
+      displs[static_cast<size_t>(r)] = total, total += lens[static_cast<size_t>(r)];
     all.resize(static_cast<size_t>(total));
   }
-  MPI_CHECK(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, 0,
-                        coord_comm_));
+  MPI_CHECK(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(),
+                        MPI_CHAR, 0, coord_comm_));
   std::string message;
   if (rank_ == 0) {
     auto parse = [](const std::string& text) {

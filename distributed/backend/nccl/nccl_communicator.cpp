@@ -14,33 +14,40 @@ namespace {
 
 [[noreturn]] void fail(const std::string& call, const std::string& why, int rank, const char* file,
                        int line) {
-  throw CommError(call + " failed on rank " + std::to_string(rank) + ": " + why + " (" + file + ":" +
-                  std::to_string(line) + ")");
+  throw CommError(call + " failed on rank " + std::to_string(rank) + ": " + why + " (" + file +
+                  ":" + std::to_string(line) + ")");
 }
 
-#define NCCL_CHECK(call)                                                                   \
-  do {                                                                                     \
-    const ncclResult_t dtrain_nccl_rc_ = (call);                                           \
-    if (dtrain_nccl_rc_ != ncclSuccess)                                                    \
-      fail(#call, ncclGetErrorString(dtrain_nccl_rc_), mpi_->rank(), __FILE__, __LINE__);  \
+#define NCCL_CHECK(call)                                                                  \
+  do {                                                                                    \
+    const ncclResult_t dtrain_nccl_rc_ = (call);                                          \
+    if (dtrain_nccl_rc_ != ncclSuccess)                                                   \
+      fail(#call, ncclGetErrorString(dtrain_nccl_rc_), mpi_->rank(), __FILE__, __LINE__); \
   } while (0)
 
-#define CUDA_CHECK(call)                                                                   \
-  do {                                                                                     \
-    const cudaError_t dtrain_cuda_rc_ = (call);                                            \
-    if (dtrain_cuda_rc_ != cudaSuccess)                                                    \
-      fail(#call, cudaGetErrorString(dtrain_cuda_rc_), mpi_->rank(), __FILE__, __LINE__);  \
+#define CUDA_CHECK(call)                                                                  \
+  do {                                                                                    \
+    const cudaError_t dtrain_cuda_rc_ = (call);                                           \
+    if (dtrain_cuda_rc_ != cudaSuccess)                                                   \
+      fail(#call, cudaGetErrorString(dtrain_cuda_rc_), mpi_->rank(), __FILE__, __LINE__); \
   } while (0)
 
 ncclDataType_t nccl_type(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return ncclFloat32;
-    case torch::kHalf: return ncclFloat16;
-    case torch::kDouble: return ncclFloat64;
-    case torch::kInt: return ncclInt32;
-    case torch::kLong: return ncclInt64;
-    case torch::kByte: return ncclUint8;
-    default: throw CommError("NCCL: unsupported dtype " + std::string(c10::toString(t)));
+    case torch::kFloat:
+      return ncclFloat32;
+    case torch::kHalf:
+      return ncclFloat16;
+    case torch::kDouble:
+      return ncclFloat64;
+    case torch::kInt:
+      return ncclInt32;
+    case torch::kLong:
+      return ncclInt64;
+    case torch::kByte:
+      return ncclUint8;
+    default:
+      throw CommError("NCCL: unsupported dtype " + std::string(c10::toString(t)));
   }
 }
 
@@ -58,10 +65,12 @@ class NcclCommunicator : public Communicator {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ncclUniqueId id;
     if (mpi_->rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
-    torch::Tensor id_bytes = torch::from_blob(&id, {static_cast<int64_t>(sizeof(id))}, torch::kByte);
+    torch::Tensor id_bytes =
+        torch::from_blob(&id, {static_cast<int64_t>(sizeof(id))}, torch::kByte);
     mpi_->broadcast(id_bytes, 0);
     NCCL_CHECK(ncclCommInitRank(&comm_, mpi_->size(), id, mpi_->rank()));
-    spdlog::warn("NCCL backend on cuda:{}: compiled in CI but untested there (no GPU)", device_index_);
+    spdlog::warn("NCCL backend on cuda:{}: compiled in CI but untested there (no GPU)",
+                 device_index_);
   }
   ~NcclCommunicator() override {
     if (comm_ != nullptr) ncclCommDestroy(comm_);

@@ -7,8 +7,9 @@ namespace dtrain::distributed {
 bool nccl_available() { return false; }
 
 std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<MpiCommunicator>) {
-  throw CommError("this dtrain was built without NCCL (CMake found no CUDA Toolkit/NCCL; "
-                  "configure with -DDTRAIN_WITH_NCCL=ON -DCUDAToolkit_ROOT=...)");
+  throw CommError(
+      "this dtrain was built without NCCL (CMake found no CUDA Toolkit/NCCL; "
+      "configure with -DDTRAIN_WITH_NCCL=ON -DCUDAToolkit_ROOT=...)");
 }
 
 }  // namespace dtrain::distributed

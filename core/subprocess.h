@@ -41,6 +41,10 @@ struct ProcessOptions {
 /// A running child in its own process group, with stdin from /dev/null and a parent-death
 /// signal (SIGKILL), so that no child outlives a dtrain that dies. Destroying a Subprocess that
 /// is still running kills its whole group and reaps it: an exception can never orphan children.
+/// Linux delivers the parent-death signal when the *thread* that started the child ends, so start
+/// children from a thread that lives as long as they should (the main thread, or a scheduler
+/// thread that owns them). Being in their own group, children do not get the terminal's Ctrl-C:
+/// the parent decides (and if it dies of it, the parent-death signal ends them).
 class Subprocess {
  public:
   /// Starts the child; throws IoError naming the program if it cannot be found or started.

@@ -67,7 +67,6 @@ std::string format_value(int value);
 std::string format_value(uint64_t value);
 std::string format_value(double value);
 std::string format_value(const std::vector<int64_t>& value);
-template <class T>
 /// How a field's type is named in help text and sweep errors.
 template <class T>
 constexpr const char* type_name() {

@@ -78,6 +78,19 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(stub_->Init(ctx("nope").get(), init, &init_rep).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
+  // An optimizer, or optimizer state, that the ps does not know is refused, never dropped.
+  InitRequest bad = init;
+  bad.set_optimizer_config(
+      R"({"optimizer": "rmsprop", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
+  grpc::Status refused = stub_->Init(ctx().get(), bad, &init_rep);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("rmsprop"), std::string::npos) << refused.error_message();
+  bad = init;
+  (*bad.mutable_optimizer_slots())["exp_avg"] = floats({0, 0, 0, 0});
+  bad.set_optimizer_step(1);
+  refused = stub_->Init(ctx().get(), bad, &init_rep);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("exp_avg"), std::string::npos) << refused.error_message();
   ASSERT_TRUE(stub_->Init(ctx().get(), init, &init_rep).ok());
 
   RegisterRequest reg;

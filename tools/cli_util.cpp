@@ -83,7 +83,7 @@ RunConfig run_config_from_flags(const cxxopts::ParseResult& r) {
   RunConfig config;
   for (const auto& row : run_options()) {
     const auto value = given_value(r, row);
-    if (!value) {
+    if (!value || (row.required && value->empty())) {
       if (row.required) {
         std::string names = "--" + row.flag;
         for (const auto& a : row.aliases) names += " (or --" + a + ")";

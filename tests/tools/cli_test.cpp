@@ -40,6 +40,7 @@ TEST(Cli, BadFlagsExitTwoNamingTheFlag) {
   expect_usage_error("train --optimizer rmsprop" + d, "--optimizer");
   expect_usage_error("train --hidden-sizes 10,x" + d, "--hidden-sizes");
   expect_usage_error("train", "--data-dir");
+  expect_usage_error("train --data-dir \"\"", "--data-dir");
   expect_usage_error("train --data-dir a --data-folder b", "disagree");
   expect_usage_error("train stray" + d, "stray");
   expect_usage_error("frobnicate", "unknown command");

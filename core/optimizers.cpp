@@ -1,5 +1,7 @@
 #include "core/optimizers.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/serialize/archive.h>
 
 #include <cmath>
@@ -202,21 +204,24 @@ FlatOptimizerState Optimizer::flatten() const {
 
 void Optimizer::unflatten(const FlatOptimizerState& flat) {
   torch::NoGradGuard no_grad;
-  step_ = flat.step;
-  slots_.clear();
-  if (flat.slots.empty()) return;
+  // Everything is checked before anything is replaced: a refused state leaves this one intact.
   const std::vector<std::string> names = slot_names();
+  std::vector<std::string> have;
+  for (const auto& [name, t] : flat.slots) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      throw DataError("optimizer state: slot '" + name + "' is not kept by " + settings_.name);
+    }
+    have.push_back("'" + name + "'");
+  }
   int64_t total = 0;
   for (const auto& p : params_) total += p.numel();
+  std::map<std::string, std::vector<torch::Tensor>> slots;
   for (const auto& name : names) {
+    if (flat.slots.empty()) break;  // no state yet
     auto it = flat.slots.find(name);
     if (it == flat.slots.end()) {
       throw DataError("optimizer state: " + settings_.name + " needs slot '" + name +
-                      "' but the state has " + join_alternatives([&] {
-                        std::vector<std::string> have;
-                        for (const auto& [k, v] : flat.slots) have.push_back("'" + k + "'");
-                        return have;
-                      }()));
+                      "' but the state has " + fmt::format("{}", fmt::join(have, ", ")));
     }
     if (it->second.dim() != 1 || it->second.numel() != total) {
       throw DataError("optimizer state: slot '" + name + "' has " +
@@ -225,16 +230,13 @@ void Optimizer::unflatten(const FlatOptimizerState& flat) {
     }
     int64_t offset = 0;
     for (const auto& p : params_) {
-      slots_[name].push_back(
+      slots[name].push_back(
           it->second.narrow(0, offset, p.numel()).reshape(p.sizes()).to(p.options()).clone());
       offset += p.numel();
     }
   }
-  for (const auto& [name, t] : flat.slots) {
-    if (std::find(names.begin(), names.end(), name) == names.end()) {
-      throw DataError("optimizer state: slot '" + name + "' is not kept by " + settings_.name);
-    }
-  }
+  step_ = flat.step;
+  slots_ = std::move(slots);
 }
 
 void Optimizer::save(torch::serialize::OutputArchive& archive) const {

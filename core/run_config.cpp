@@ -260,28 +260,29 @@ void wrong_json_type(const std::string& key, const std::exception& e) {
 
 }  // namespace detail
 
-nlohmann::json RunConfig::model_json() const {
+namespace {
+
+/// The JSON-backed rows of `c` that `keep` selects, as one object.
+nlohmann::json rows_json(const RunConfig& c, bool (*keep)(const ConfigOption&)) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& row : run_options()) {
-    if (row.defines_model && row.to_json) j[row.json_key] = row.to_json(*this);
+    if (row.to_json && keep(row)) j[row.json_key] = row.to_json(c);
   }
   return j;
+}
+
+}  // namespace
+
+nlohmann::json RunConfig::model_json() const {
+  return rows_json(*this, [](const ConfigOption& row) { return row.defines_model; });
 }
 
 nlohmann::json RunConfig::to_json() const {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& row : run_options()) {
-    if (row.to_json) j[row.json_key] = row.to_json(*this);
-  }
-  return j;
+  return rows_json(*this, [](const ConfigOption&) { return true; });
 }
 
 nlohmann::json RunConfig::shared_json() const {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& row : run_options()) {
-    if (row.to_json && row.shared) j[row.json_key] = row.to_json(*this);
-  }
-  return j;
+  return rows_json(*this, [](const ConfigOption& row) { return row.shared; });
 }
 
 RunConfig RunConfig::from_json(const nlohmann::json& j) {

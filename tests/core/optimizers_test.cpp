@@ -130,6 +130,15 @@ TEST(Optimizers, UnknownOptimizerOrStateIsAnErrorEverywhere) {
   FlatOptimizerState short_state;
   short_state.slots["momentum_buffer"] = torch::zeros({2});
   EXPECT_THROW(sgd->unflatten(short_state), DataError);
+  // A refused state leaves the optimizer's own state as it was.
+  p[0].mutable_grad() = torch::ones({3});
+  sgd->step();
+  const FlatOptimizerState before = sgd->flatten();
+  EXPECT_THROW(sgd->unflatten(foreign), DataError);
+  EXPECT_EQ(sgd->steps(), 1);
+  ASSERT_TRUE(sgd->has_state());
+  EXPECT_TRUE(
+      torch::equal(sgd->flatten().slots.at("momentum_buffer"), before.slots.at("momentum_buffer")));
   auto adam = make_optimizer({"adam", 0.1, 0.9, 0.0}, p);
   FlatOptimizerState missing;
   missing.slots["exp_avg"] = torch::zeros({3});

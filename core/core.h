@@ -10,4 +10,5 @@
 #include "core/metrics.h"
 #include "core/model.h"
 #include "core/run_config.h"
+#include "core/stop_signal.h"
 #include "core/trainer.h"

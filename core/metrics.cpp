@@ -16,7 +16,9 @@ nlohmann::json EpochMetrics::to_json() const {
           {"samples_per_second", samples_per_second},
           {"steps", steps},
           {"skipped_steps", skipped_steps},
-          {"sync_seconds", sync_seconds}};
+          {"sync_seconds", sync_seconds},
+          {"learning_rate", learning_rate},
+          {"global_step", global_step}};
 }
 
 EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
@@ -31,6 +33,8 @@ EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
   m.steps = j.value("steps", int64_t{0});
   m.skipped_steps = j.value("skipped_steps", int64_t{0});
   m.sync_seconds = j.value("sync_seconds", 0.0);
+  m.learning_rate = j.value("learning_rate", 0.0);
+  m.global_step = j.value("global_step", int64_t{0});
   return m;
 }
 

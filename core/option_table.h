@@ -34,6 +34,9 @@ struct ConfigOption {
   bool shared = true;          ///< every rank / PS task must agree on it
   bool defines_model = false;  ///< part of the model's identity (compared on checkpoint load)
   bool numeric = false;        ///< takes a number (sweeps may sample it from a distribution)
+  bool boolean = false;        ///< a switch: `--flag` alone means true
+  bool repeatable = false;     ///< may be given many times; each occurrence adds one element
+  std::string env;             ///< environment variable used when the flag is not given
 
   /// Parses a flag value into `config`; throws ConfigError "--flag: expected ..., got '...'".
   std::function<void(RunConfig& config, const std::string& text)> parse;
@@ -61,17 +64,26 @@ void parse_value(const std::string& flag, const std::string& text, int& out);
 void parse_value(const std::string& flag, const std::string& text, uint64_t& out);
 void parse_value(const std::string& flag, const std::string& text, double& out);
 void parse_value(const std::string& flag, const std::string& text, std::vector<int64_t>& out);
+void parse_value(const std::string& flag, const std::string& text, bool& out);
+/// One element (repeatable options add it to the list).
+void parse_value(const std::string& flag, const std::string& text, std::vector<std::string>& out);
 std::string format_value(const std::string& value);
 std::string format_value(int64_t value);
 std::string format_value(int value);
 std::string format_value(uint64_t value);
 std::string format_value(double value);
 std::string format_value(const std::vector<int64_t>& value);
+std::string format_value(bool value);
+std::string format_value(const std::vector<std::string>& value);
 /// How a field's type is named in help text and sweep errors.
 template <class T>
 constexpr const char* type_name() {
   if constexpr (std::is_same_v<T, std::string>) {
     return "text";
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return "switch";
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    return "text list";
   } else if constexpr (std::is_floating_point_v<T>) {
     return "number";
   } else if constexpr (std::is_integral_v<T>) {
@@ -96,7 +108,9 @@ class OptionBuilder {
     for (char& c : row_.json_key) c = c == '-' ? '_' : c;
     row_.help = std::move(help);
     row_.type_name = detail::type_name<T>();
-    row_.numeric = std::is_arithmetic_v<T>;
+    row_.numeric = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
+    row_.boolean = std::is_same_v<T, bool>;
+    row_.repeatable = std::is_same_v<T, std::vector<std::string>>;
   }
 
   /// The value must satisfy `ok`; otherwise "--flag: expected <expected>, got <value>".
@@ -142,6 +156,11 @@ class OptionBuilder {
     row_.defines_model = true;
     return *this;
   }
+  /// When the flag is not given, the environment variable `name` (if set) supplies the value.
+  OptionBuilder& env(std::string name) {
+    row_.env = std::move(name);
+    return *this;
+  }
   /// No default shown: the option is unset unless given.
   OptionBuilder& no_default() {
     no_default_ = true;
@@ -171,8 +190,14 @@ class OptionBuilder {
     // A row that writes into another row's field checks its own value when parsed; the owning
     // row checks the field as a whole in validate().
     const bool check_on_parse = static_cast<bool>(store_);
-    r.parse = [flag, store, checks, check_on_parse](RunConfig& c, const std::string& text) {
+    const bool repeatable = r.repeatable;
+    r.parse = [flag, store, load, checks, check_on_parse, repeatable](RunConfig& c,
+                                                                      const std::string& text) {
       T v{};
+      if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+        // Each occurrence of a repeatable flag adds one element to what is there.
+        if (repeatable) v = load(c);
+      }
       detail::parse_value(flag, text, v);
       if (check_on_parse) {
         for (const auto& [ok, expected] : checks) {

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -33,6 +35,31 @@ bool valid_widths(const std::vector<int64_t>& sizes) {
   if (sizes.empty()) return false;
   for (int64_t h : sizes) {
     if (h <= 0 || h > kMaxLayerWidth) return false;
+  }
+  return true;
+}
+
+bool printable_name(const std::string& v) {
+  if (v.empty() || v.size() > 256) return false;
+  for (unsigned char ch : v) {
+    if (ch < 0x20 || ch == 0x7f) return false;
+  }
+  return true;
+}
+
+bool valid_tags(const std::vector<std::string>& tags) {
+  std::vector<std::string> keys;
+  for (const auto& t : tags) {
+    const size_t eq = t.find('=');
+    if (eq == 0 || eq == std::string::npos || eq > 250 || t.size() - eq > 5000) return false;
+    const std::string key = t.substr(0, eq);
+    for (unsigned char ch : key) {
+      if (!std::isalnum(ch) &&
+          std::string("_.-/:").find(static_cast<char>(ch)) == std::string::npos)
+        return false;
+    }
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return false;
+    keys.push_back(key);
   }
   return true;
 }
@@ -134,6 +161,35 @@ std::vector<ConfigOption> make_table() {
              "seconds after which a silent ps or worker is declared dead")
           .json_key("peer_timeout_seconds")
           .check([](const double& v) { return v >= 1 && v <= 86400; }, "seconds in [1, 86400]"),
+      // Tracking (rank 0 / the PS chief records the run in the workspace).
+      option("workspace", &C::workspace,
+             "folder of the run history and artifact store; none: no tracking")
+          .env("DTRAIN_WORKSPACE")
+          .local()
+          .check([](const std::string& v) { return !v.empty(); }, "a folder or none"),
+      option("experiment", &C::experiment, "experiment the run belongs to")
+          .local()
+          .check(printable_name, "1 to 256 printable characters"),
+      option("run-name", &C::run_name, "name shown for the run (generated if not given)")
+          .no_default()
+          .local()
+          .check([](const std::string& v) { return v.empty() || printable_name(v); },
+                 "1 to 256 printable characters"),
+      option("tag", &C::tags, "key=value tag of the run (repeatable)")
+          .no_default()
+          .local()
+          .check(valid_tags, "key=value pairs with distinct keys of letters, digits and _.-/:"),
+      option("log-every-steps", &C::log_every_steps,
+             "record the training loss every N steps (0: only per epoch)")
+          .local()
+          .check([](const int64_t& v) { return v >= 0 && v <= 1000000000; },
+                 "0 (off) to 1000000000"),
+      option("track-checkpoints", &C::track_checkpoints,
+             "also copy the checkpoints into the workspace at the end")
+          .local(),
+      option("progress", &C::progress, "live progress line: auto (on a terminal), always or never")
+          .choices({"auto", "always", "never"})
+          .local(),
   };
 }
 
@@ -165,7 +221,9 @@ std::string options_markdown(const std::vector<ConfigOption>& table) {
     std::string names = "`--" + row.flag + "`";
     for (const auto& a : row.aliases) names += ", `--" + a + "`";
     const std::string def = row.required ? "(required)" : row.default_text;
-    md += fmt::format("| {} | {} | {} | {} |\n", names, def, row.shared ? "yes" : "no", row.help);
+    std::string help = row.help;
+    if (!row.env.empty()) help += " (env `" + row.env + "`)";
+    md += fmt::format("| {} | {} | {} | {} |\n", names, def, row.shared ? "yes" : "no", help);
   }
   return md;
 }
@@ -245,7 +303,25 @@ void parse_value(const std::string& flag, const std::string& text, std::vector<i
   }
 }
 
+void parse_value(const std::string& flag, const std::string& text, bool& out) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") {
+    out = true;
+  } else if (text == "false" || text == "0" || text == "no" || text == "off") {
+    out = false;
+  } else {
+    bad_value(flag, "true or false", text);
+  }
+}
+
+void parse_value(const std::string&, const std::string& text, std::vector<std::string>& out) {
+  out.push_back(text);
+}
+
 std::string format_value(const std::string& value) { return value; }
+std::string format_value(bool value) { return value ? "true" : "false"; }
+std::string format_value(const std::vector<std::string>& value) {
+  return fmt::format("{}", fmt::join(value, " "));
+}
 std::string format_value(int64_t value) { return std::to_string(value); }
 std::string format_value(int value) { return std::to_string(value); }
 std::string format_value(uint64_t value) { return std::to_string(value); }

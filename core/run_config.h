@@ -51,6 +51,15 @@ struct RunConfig {
   double connect_timeout_seconds = 120;  // workers waiting for the ps tasks
   double peer_timeout_seconds = 30;      // a silent peer is declared dead after this
 
+  // Tracking: the run history in a workspace (rank 0 / the PS chief).
+  std::string workspace = "dtrain-workspace";  // "none": no tracking
+  std::string experiment = "default";
+  std::string run_name;           // empty: generated
+  std::vector<std::string> tags;  // "key=value"
+  int64_t log_every_steps = 100;  // per-step training loss every N steps (0: off)
+  bool track_checkpoints = false;
+  std::string progress = "auto";  // auto | always | never
+
   /// The fields every rank of a distributed run must agree on (the table's shared rows).
   nlohmann::json shared_json() const;
 

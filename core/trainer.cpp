@@ -9,6 +9,7 @@
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
+#include "core/stop_signal.h"
 
 namespace dtrain {
 
@@ -38,7 +39,7 @@ Trainer::~Trainer() = default;
 
 void Trainer::add_sink(std::unique_ptr<MetricsSink> sink) { sinks_.push_back(std::move(sink)); }
 
-void Trainer::resume(const std::filesystem::path& checkpoint) {
+CheckpointMeta Trainer::resume(const std::filesystem::path& checkpoint) {
   const auto path = resolve_checkpoint(checkpoint);
   const CheckpointMeta meta = read_checkpoint_meta(path);
   if (meta.model != model_.spec) {
@@ -56,6 +57,7 @@ void Trainer::resume(const std::filesystem::path& checkpoint) {
   if (is_writer()) {
     spdlog::info("resumed from {} after epoch {}", path.string(), epochs_done_);
   }
+  return meta;
 }
 
 std::filesystem::path Trainer::save_checkpoint() const {
@@ -65,10 +67,31 @@ std::filesystem::path Trainer::save_checkpoint() const {
   meta.model = model_.spec;
   meta.optimizer = config_.optimizer;
   meta.history = history_;
+  meta.extra = checkpoint_extra_;
   const auto path = std::filesystem::path(config_.output_dir) / "checkpoints" /
                     checkpoint_file_name(epochs_done_);
   dtrain::save_checkpoint(path, *model_.module, optimizer_.get(), meta);
   return path;
+}
+
+void Trainer::report_step(const torch::Tensor& batch_loss, const torch::Tensor& loss_sum,
+                          int64_t samples, int64_t epoch, int64_t step, int64_t steps_in_epoch,
+                          int64_t global_step, double elapsed) {
+  std::vector<MetricsSink*> wanting;
+  for (auto& sink : sinks_) {
+    if (sink->wants_step(global_step)) wanting.push_back(sink.get());
+  }
+  if (wanting.empty()) return;
+  StepProgress p;
+  p.epoch = epoch;
+  p.step = step;
+  p.steps_in_epoch = steps_in_epoch;
+  p.global_step = global_step;
+  p.samples = samples;
+  p.batch_loss = batch_loss.detach().item<double>();
+  p.running_loss = samples > 0 ? loss_sum.item<double>() / static_cast<double>(samples) : 0;
+  p.elapsed_seconds = elapsed;
+  for (auto* sink : wanting) sink->on_step(p);
 }
 
 EvalResult Trainer::evaluate(const BatchSource& data, const Sampler& sampler) {
@@ -112,6 +135,9 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
   sync_->broadcast_state(params, *optimizer_);
   NamedTensors grads(params.size());
   const int64_t accumulate = sync_->backward_passes_per_step();
+  int64_t global_step = 0;
+  for (const auto& m : history_) global_step += m.steps;
+  const bool observed = is_writer() && !sinks_.empty();
 
   for (int64_t epoch = epochs_done_ + 1; epoch <= config_.epochs; ++epoch) {
     const auto start = Clock::now();
@@ -123,6 +149,11 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     double sync_seconds = 0;
 
     const std::vector<torch::Tensor> batches = train_sampler.batches(epoch);
+    const auto steps_in_epoch = static_cast<int64_t>(
+        (batches.size() + static_cast<size_t>(accumulate) - 1) / static_cast<size_t>(accumulate));
+    if (observed) {
+      for (auto& sink : sinks_) sink->on_epoch_begin(epoch, steps_in_epoch);
+    }
     for (size_t i = 0; i < batches.size(); ++i) {
       // With K backward passes per step, gradients of K batches accumulate (each loss / K, so
       // the step sees their average) before one synchronize() and optimizer step.
@@ -141,6 +172,13 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         loss = torch::nn::functional::cross_entropy(logits, b.targets);
         (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
       }
+      {
+        torch::NoGradGuard no_grad;
+        const int64_t n = b.targets.size(0);
+        loss_sum += loss.detach().to(torch::kDouble) * static_cast<double>(n);
+        correct += logits.argmax(1).eq(b.targets).sum();
+        samples += n;
+      }
       if (group_end) {
         for (size_t k = 0; k < params.size(); ++k) {
           grads[k] = {params[k].first, params[k].second.mutable_grad()};
@@ -154,13 +192,11 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
           ++skipped;
         }
         ++steps;
-      }
-      {
-        torch::NoGradGuard no_grad;
-        const int64_t n = b.targets.size(0);
-        loss_sum += loss.detach().to(torch::kDouble) * static_cast<double>(n);
-        correct += logits.argmax(1).eq(b.targets).sum();
-        samples += n;
+        ++global_step;
+        if (const int sig = stop_signal()) throw Interrupted(sig);
+        if (observed)
+          report_step(loss, loss_sum, samples, epoch, steps, steps_in_epoch, global_step,
+                      std::chrono::duration<double>(Clock::now() - start).count());
       }
     }
 
@@ -180,6 +216,8 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     m.steps = steps;
     m.skipped_steps = skipped;
     m.sync_seconds = sync_seconds;
+    m.learning_rate = config_.learning_rate;
+    m.global_step = global_step;
     history_.push_back(m);
     epochs_done_ = epoch;
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "core/data_source.h"
 #include "core/gradient_sync.h"
 #include "core/metrics.h"
@@ -32,10 +33,14 @@ class Trainer {
   void add_sink(std::unique_ptr<MetricsSink> sink);
 
   /// Loads a checkpoint (file, or folder: newest inside) into the model and optimizer; training
-  /// then continues after the checkpoint's epoch. Call before fit().
-  void resume(const std::filesystem::path& checkpoint);
+  /// then continues after the checkpoint's epoch. Call before fit(). Returns what it recorded.
+  CheckpointMeta resume(const std::filesystem::path& checkpoint);
 
-  /// Trains from the current epoch to config.epochs. Returns the full metrics history.
+  /// Saved in every checkpoint's metadata from now on (e.g. the tracked run's id).
+  void set_checkpoint_extra(nlohmann::json extra) { checkpoint_extra_ = std::move(extra); }
+
+  /// Trains from the current epoch to config.epochs. Returns the full metrics history. After a
+  /// stop signal (core/stop_signal.h) throws Interrupted at the next step boundary.
   std::vector<EpochMetrics> fit(const BatchSource& train, const Sampler& train_sampler,
                                 const BatchSource& validation, const Sampler& validation_sampler);
 
@@ -52,6 +57,9 @@ class Trainer {
 
  private:
   bool is_writer() const { return sync_->is_writer(); }
+  void report_step(const torch::Tensor& batch_loss, const torch::Tensor& loss_sum, int64_t samples,
+                   int64_t epoch, int64_t step, int64_t steps_in_epoch, int64_t global_step,
+                   double elapsed);
 
   RunConfig config_;
   Model model_;
@@ -62,6 +70,7 @@ class Trainer {
   std::vector<std::unique_ptr<MetricsSink>> sinks_;
   std::vector<EpochMetrics> history_;
   int64_t epochs_done_ = 0;
+  nlohmann::json checkpoint_extra_ = nlohmann::json::object();
 };
 
 }  // namespace dtrain

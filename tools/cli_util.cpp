@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -34,7 +35,10 @@ void add_option_flags(cxxopts::Options& options, const std::vector<ConfigOption>
   for (const auto& row : table) {
     auto value = cxxopts::value<std::string>();
     if (!row.default_text.empty()) value->default_value(row.default_text);
-    add(row.flag, row.help, value);
+    if (row.boolean) value->implicit_value("true");
+    std::string help = row.help;
+    if (!row.env.empty()) help += " (env " + row.env + ")";
+    add(row.flag, help, value);
     for (const auto& alias : row.aliases)
       add(alias, "alias of --" + row.flag, cxxopts::value<std::string>());
   }
@@ -82,7 +86,22 @@ double double_flag(const cxxopts::ParseResult& result, const std::string& name) 
 RunConfig run_config_from_flags(const cxxopts::ParseResult& r) {
   RunConfig config;
   for (const auto& row : run_options()) {
-    const auto value = given_value(r, row);
+    if (row.repeatable) {
+      // Every occurrence, in order (cxxopts keeps only the last as the option's value).
+      for (const auto& kv : r.arguments()) {
+        if (kv.key() == row.flag ||
+            std::find(row.aliases.begin(), row.aliases.end(), kv.key()) != row.aliases.end()) {
+          row.parse(config, kv.value());
+        }
+      }
+      continue;
+    }
+    auto value = given_value(r, row);
+    if (!value && !row.env.empty()) {
+      if (const char* env = std::getenv(row.env.c_str()); env != nullptr && *env != '\0') {
+        value = env;
+      }
+    }
     if (!value || (row.required && value->empty())) {
       if (row.required) {
         std::string names = "--" + row.flag;

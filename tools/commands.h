@@ -8,5 +8,6 @@ int eval_command(int argc, char** argv);
 int data_command(int argc, char** argv);
 int export_command(int argc, char** argv);
 int cluster_command(int argc, char** argv);
+int runs_command(int argc, char** argv);
 
 }  // namespace dtrain::cli

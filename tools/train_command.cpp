@@ -18,6 +18,11 @@
 #include "models/models.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/sinks/curves.h"
+#include "tools/sinks/progress.h"
+#include "tools/sinks/tensorboard.h"
+#include "tools/sinks/tracking_sink.h"
+#include "tools/tracking/run_tracker.h"
 
 namespace dtrain::cli {
 namespace fs = std::filesystem;
@@ -39,6 +44,102 @@ torch::Device pick_device(const std::string& requested) {
   return torch::Device(torch::kCPU);
 }
 
+/// outputs/model (weights, model.json, model.onnx), run.json and curves.png.
+void write_results(const RunConfig& config, Trainer& trainer,
+                   const std::vector<EpochMetrics>& history, const torch::Device& device,
+                   int threads, const GradientSync& sync, double total, const std::string& run_id) {
+  const fs::path out(config.output_dir);
+  nlohmann::json metrics = history.empty() ? nlohmann::json::object() : history.back().to_json();
+  const double final_acc = history.empty() ? 0.0 : history.back().validation_acc;
+  metrics["final_acc"] = final_acc;
+  models::save_model_dir(out / "model", trainer.model(), config, metrics);
+  models::export_onnx(trainer.model(), config, metrics, out / "model" / "model.onnx");
+  nlohmann::json run = {
+      {"config", config.to_json()},
+      {"versions",
+       {{"dtrain", DTRAIN_VERSION}, {"libtorch", TORCH_VERSION}, {"compiler", __VERSION__}}},
+      {"device", device.str()},
+      {"threads_per_process", threads},
+      {"distribution", sync.describe()},
+      {"epochs_completed", trainer.epochs_done()},
+      {"final_acc", final_acc},
+      {"total_seconds", total},
+      {"run_id", run_id},
+      {"history", nlohmann::json::array()}};
+  for (const auto& m : history) run["history"].push_back(m.to_json());
+  write_file_atomic(out / "run.json", run.dump(2) + "\n");
+  sinks::plot_png(out / "curves.png", sinks::training_curves(history));
+  spdlog::info("done in {:.1f} s: validation accuracy {:.4f}; model in {}", total, final_acc,
+               (out / "model").string());
+}
+
+/// The run's params as the workspace records them: run.json's config, values as text.
+std::map<std::string, std::string> config_params(const RunConfig& config) {
+  std::map<std::string, std::string> params;
+  const nlohmann::json config_json = config.to_json();
+  for (const auto& [key, value] : config_json.items()) {
+    if (key == "tag") continue;  // recorded as tags
+    params[key] = value.is_string() ? value.get<std::string>() : value.dump();
+  }
+  return params;
+}
+
+std::map<std::string, std::string> config_tags(const RunConfig& config) {
+  std::map<std::string, std::string> tags;
+  for (const auto& t : config.tags) {
+    const size_t eq = t.find('=');
+    tags[t.substr(0, eq)] = t.substr(eq + 1);
+  }
+  return tags;
+}
+
+/// The tracked run a checkpoint belongs to ("" if none or not a run id).
+std::string resumed_run_id(const CheckpointMeta& meta) {
+  if (!meta.extra.is_object() || !meta.extra.contains("run_id") ||
+      !meta.extra["run_id"].is_string()) {
+    return "";
+  }
+  const std::string id = meta.extra["run_id"].get<std::string>();
+  const bool hex = id.size() == 32 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!hex) spdlog::warn("checkpoint names run '{}', not a run id; starting a new run", id);
+  return hex ? id : "";
+}
+
+/// Closes the tracked run with the outcome of training when it ends early (an exception).
+class RunOutcome {
+ public:
+  explicit RunOutcome(tracking::RunTracker* tracker) : tracker_(tracker) {}
+  ~RunOutcome() {
+    if (tracker_ == nullptr || closed_) return;
+    try {
+      tracker_->finish("failed", "ended without a result");
+    } catch (...) {
+    }
+  }
+  /// Records how training ended from the exception in flight, then lets it go on.
+  void fail(const std::exception& e) {
+    if (tracker_ == nullptr || closed_) return;
+    closed_ = true;
+    const bool killed = dynamic_cast<const Interrupted*>(&e) != nullptr;
+    try {
+      tracker_->finish(killed ? "killed" : "failed", e.what());
+      spdlog::info("tracking: run {} recorded as {}", tracker_->run_id(),
+                   killed ? "killed" : "failed");
+    } catch (const std::exception& inner) {
+      spdlog::warn("tracking: could not record the run's end: {}", inner.what());
+    }
+  }
+  void complete() {
+    if (tracker_ == nullptr || closed_) return;
+    closed_ = true;
+    tracker_->finish("completed");
+  }
+
+ private:
+  tracking::RunTracker* tracker_;
+  bool closed_ = false;
+};
+
 }  // namespace
 
 int train_command(int argc, char** argv) {
@@ -55,6 +156,7 @@ int train_command(int argc, char** argv) {
   RunConfig config = run_config_from_flags(r);
 
   if (auto code = distributed::serve_if_parameter_server(config)) return *code;
+  install_stop_signals();
   const auto t0 = std::chrono::steady_clock::now();
   const torch::Device device = pick_device(config.device);
   auto sync = distributed::make_gradient_sync(config, device);
@@ -70,6 +172,11 @@ int train_command(int argc, char** argv) {
                  threads, sync->describe().dump(), sync->world_size());
   }
   torch::manual_seed(config.seed);
+  // The workspace is opened and checked before any data is read or epoch runs.
+  std::unique_ptr<tracking::RunTracker> tracker;
+  if (sync->is_writer() && config.workspace != "none") {
+    tracker = std::make_unique<tracking::RunTracker>(config.workspace);
+  }
 
   data::MnistDataset train_set(config.data_dir, data::Split::kTrain);
   data::MnistDataset test_set(config.data_dir, data::Split::kTest);
@@ -86,36 +193,58 @@ int train_command(int argc, char** argv) {
   }
   Trainer trainer(config, model, device, sync.get());
   const fs::path out(config.output_dir);
+  CheckpointMeta resumed;
+  if (!config.resume_from.empty()) resumed = trainer.resume(config.resume_from);
+  RunOutcome outcome(tracker.get());
+  if (tracker) {
+    tracking::NewRun run;
+    run.experiment = config.experiment;
+    run.name = config.run_name;
+    run.world_size = sync->world_size();
+    run.strategy = sync->name();
+    run.output_dir = fs::absolute(out).string();
+    run.params = config_params(config);
+    run.tags = config_tags(config);
+    tracker->start(run, resumed_run_id(resumed), trainer.epochs_done());
+    trainer.set_checkpoint_extra({{"run_id", tracker->run_id()}});
+  }
   if (sync->is_writer()) {
+    if (sinks::progress_wanted(config.progress)) {
+      trainer.add_sink(std::make_unique<sinks::ProgressSink>(config.epochs));
+    }
     trainer.add_sink(std::make_unique<ConsoleSink>(config.epochs));
     trainer.add_sink(std::make_unique<JsonlSink>(out / "metrics.jsonl"));
+    trainer.add_sink(
+        std::make_unique<sinks::TensorBoardSink>(out / "tensorboard", config.log_every_steps));
+    if (tracker) {
+      trainer.add_sink(std::make_unique<sinks::TrackingSink>(*tracker, config.log_every_steps));
+    }
   }
-  if (!config.resume_from.empty()) trainer.resume(config.resume_from);
 
-  const auto history = trainer.fit(train_set, train_sampler, test_set, test_sampler);
+  std::vector<EpochMetrics> history;
+  try {
+    history = trainer.fit(train_set, train_sampler, test_set, test_sampler);
+  } catch (const std::exception& e) {
+    outcome.fail(e);
+    throw;
+  }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (sync->is_writer()) {
-    nlohmann::json metrics = history.empty() ? nlohmann::json::object() : history.back().to_json();
-    const double final_acc = history.empty() ? 0.0 : history.back().validation_acc;
-    metrics["final_acc"] = final_acc;
-    models::save_model_dir(out / "model", trainer.model(), config, metrics);
-    models::export_onnx(trainer.model(), config, metrics, out / "model" / "model.onnx");
-    nlohmann::json run = {
-        {"config", config.to_json()},
-        {"versions",
-         {{"dtrain", DTRAIN_VERSION}, {"libtorch", TORCH_VERSION}, {"compiler", __VERSION__}}},
-        {"device", device.str()},
-        {"threads_per_process", threads},
-        {"distribution", sync->describe()},
-        {"epochs_completed", trainer.epochs_done()},
-        {"final_acc", final_acc},
-        {"total_seconds", total},
-        {"history", nlohmann::json::array()}};
-    for (const auto& m : history) run["history"].push_back(m.to_json());
-    write_file_atomic(out / "run.json", run.dump(2) + "\n");
-    spdlog::info("done in {:.1f} s: validation accuracy {:.4f}; model in {}", total, final_acc,
-                 (out / "model").string());
+    try {
+      write_results(config, trainer, history, device, threads, *sync, total,
+                    tracker ? tracker->run_id() : "");
+      if (tracker) {
+        const auto [files, bytes] = tracker->upload_outputs(out, config.track_checkpoints);
+        outcome.complete();
+        spdlog::info("tracking: {} files ({:.1f} MB) of {} stored in {}; see: dtrain runs show {}",
+                     files, bytes / 1e6, out.string(), config.workspace,
+                     tracker->run_id().substr(0, 8));
+      }
+    } catch (const std::exception& e) {
+      outcome.fail(e);
+      throw;
+    }
   }
   sync->finish();
   return 0;

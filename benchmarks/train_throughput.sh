@@ -14,9 +14,12 @@ data=build/mnist
 /usr/bin/python3 -c 'import torch' 2>/dev/null || bash tools/install-deps.sh --benchmarks >&2
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-dtrain_epoch() {  # threads -> epoch seconds
+dtrain_epoch() {  # threads, tracking (on|off) -> epoch seconds
+  local tracking=(--workspace none --progress never)
+  # Tracking on: run store + per-step losses, TensorBoard events and the progress line drawn.
+  [[ ${2:-off} == on ]] && tracking=(--workspace "$tmp/ws" --progress always --log-every-steps 100)
   build/bin/dtrain train --data-dir "$data" --epochs 1 --checkpoint-every 0 --threads "$1" \
-    --output-dir "$tmp/out" >/dev/null 2>&1
+    "${tracking[@]}" --output-dir "$tmp/out" >/dev/null 2>&1
   python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["epoch_seconds"])' "$tmp/out/metrics.jsonl"
 }
 python_epoch() {  # threads, extra env -> epoch seconds
@@ -28,13 +31,14 @@ best() { sort -g | head -n1; }
 echo "# train_throughput: MLP 784-300-100-10, batch 50, 60000 samples/epoch, best of $repeats"
 printf "# %-40s %8s %12s\n" "configuration" "epoch_s" "samples/s"
 declare -A result
-configs=("dtrain threads=1" "dtrain threads=2" "pytorch threads=1" "pytorch threads=2"
-         "pytorch threads=2 OMP_WAIT_POLICY=PASSIVE")
+configs=("dtrain threads=1" "dtrain threads=2" "dtrain threads=2 tracking=on" "pytorch threads=1"
+         "pytorch threads=2" "pytorch threads=2 OMP_WAIT_POLICY=PASSIVE")
 for c in "${configs[@]}"; do : > "$tmp/${c// /_}"; done
 for ((i = 0; i < repeats; i++)); do
   dtrain_epoch 1 >> "$tmp/dtrain_threads=1"
   python_epoch 1 "" >> "$tmp/pytorch_threads=1"
   dtrain_epoch 2 >> "$tmp/dtrain_threads=2"
+  dtrain_epoch 2 on >> "$tmp/dtrain_threads=2_tracking=on"
   python_epoch 2 "" >> "$tmp/pytorch_threads=2"
   python_epoch 2 "OMP_WAIT_POLICY=PASSIVE" >> "$tmp/pytorch_threads=2_OMP_WAIT_POLICY=PASSIVE"
 done
@@ -50,3 +54,5 @@ ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 echo "# speedup, same threads=1:          $(ratio "${result[pytorch threads=1]}" "${result[dtrain threads=1]}")"
 echo "# speedup, same threads=2 (defaults): $(ratio "${result[pytorch threads=2]}" "${result[dtrain threads=2]}")"
 echo "# speedup, best dtrain vs best PyTorch configuration: $(ratio "$fastest_py" "$fastest_dt")"
+echo "# tracking overhead (workspace + TensorBoard + progress vs --workspace none, threads=2): $(
+  python3 -c "print(f'{(${result[dtrain threads=2 tracking=on]}/${result[dtrain threads=2]}-1)*100:+.1f} %')")"

@@ -2,10 +2,11 @@
 # Training throughput of the default MLP (784-300-100-10, batch 50, SGD momentum 0.9) on MNIST:
 # dtrain against the same loop in PyTorch Python (benchmarks/pytorch_mlp.py), measured in one run,
 # alternating the two so that machine noise hits both. Prints a table and the ratios.
-#   benchmarks/train_throughput.sh [REPEATS]      (needs build/bin/dtrain and build/mnist)
+#   [EPOCHS=N] benchmarks/train_throughput.sh [REPEATS]   (needs build/bin/dtrain and build/mnist)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-3}
+epochs=${EPOCHS:-2}  # per process; each process reports its fastest epoch
 data=build/mnist
 [[ -x build/bin/dtrain && -f $data/train-images-idx3-ubyte ]] || {
   echo "# build first and fetch MNIST: bash tools/build.sh && build/bin/dtrain data fetch mnist --into build/mnist" >&2
@@ -18,17 +19,17 @@ dtrain_epoch() {  # threads, tracking (on|off) -> epoch seconds
   local tracking=(--workspace none --progress never)
   # Tracking on: run store + per-step losses, TensorBoard events and the progress line drawn.
   [[ ${2:-off} == on ]] && tracking=(--workspace "$tmp/ws" --progress always --log-every-steps 100)
-  build/bin/dtrain train --data-dir "$data" --epochs 1 --checkpoint-every 0 --threads "$1" \
-    "${tracking[@]}" --output-dir "$tmp/out" >/dev/null 2>&1
-  python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["epoch_seconds"])' "$tmp/out/metrics.jsonl"
+  build/bin/dtrain train --data-dir "$data" --epochs "$epochs" --checkpoint-every 0 \
+    --threads "$1" "${tracking[@]}" --output-dir "$tmp/out" >/dev/null 2>&1
+  python3 -c 'import json,sys; print(min(json.loads(l)["epoch_seconds"] for l in open(sys.argv[1])))' "$tmp/out/metrics.jsonl"
 }
 python_epoch() {  # threads, extra env -> epoch seconds
-  env $2 /usr/bin/python3 benchmarks/pytorch_mlp.py "$data" --threads "$1" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["epochs"][0]["epoch_seconds"])'
+  env $2 /usr/bin/python3 benchmarks/pytorch_mlp.py "$data" --threads "$1" --epochs "$epochs" |
+    python3 -c 'import json,sys; print(min(e["epoch_seconds"] for e in json.load(sys.stdin)["epochs"]))'
 }
 best() { sort -g | head -n1; }
 
-echo "# train_throughput: MLP 784-300-100-10, batch 50, 60000 samples/epoch, best of $repeats"
+echo "# train_throughput: MLP 784-300-100-10, batch 50, 60000 samples/epoch, fastest epoch of $repeats processes x $epochs epochs"
 printf "# %-40s %8s %12s\n" "configuration" "epoch_s" "samples/s"
 declare -A result
 configs=("dtrain threads=1" "dtrain threads=2" "dtrain threads=2 tracking=on" "pytorch threads=1"

@@ -172,8 +172,8 @@ int compare_values(const FieldValue& v, const RunFilter::Clause& c) {
     // Params and tags are text; compare as numbers when both read as numbers (batch_size = 50).
     if (auto n = as_number(v.text)) return *n < c.number ? -1 : *n > c.number;
   }
-  const std::string lhs = v.is_number && !c.literal_is_number ? v.text : v.text;
-  return lhs.compare(c.text) < 0 ? -1 : lhs.compare(c.text) > 0;
+  const int cmp = v.text.compare(c.text);
+  return cmp < 0 ? -1 : cmp > 0;
 }
 
 }  // namespace

@@ -238,20 +238,18 @@ void Workspace::finish_run(const std::string& id, const std::string& status,
 }
 
 void Workspace::set_params(const std::string& id, const std::map<std::string, std::string>& kv) {
-  if (kv.empty()) return;
-  db_.transaction([&] {
-    Statement st(db_, "INSERT OR REPLACE INTO params (run_id, key, value) VALUES (?, ?, ?)");
-    for (const auto& [k, v] : kv) {
-      st.reset();
-      st.bind_all(id, k, v).run();
-    }
-  });
+  upsert_pairs("INSERT OR REPLACE INTO params (run_id, key, value) VALUES (?, ?, ?)", id, kv);
 }
 
 void Workspace::set_tags(const std::string& id, const std::map<std::string, std::string>& kv) {
+  upsert_pairs("INSERT OR REPLACE INTO tags (run_id, key, value) VALUES (?, ?, ?)", id, kv);
+}
+
+void Workspace::upsert_pairs(const char* sql, const std::string& id,
+                             const std::map<std::string, std::string>& kv) {
   if (kv.empty()) return;
   db_.transaction([&] {
-    Statement st(db_, "INSERT OR REPLACE INTO tags (run_id, key, value) VALUES (?, ?, ?)");
+    Statement st(db_, sql);
     for (const auto& [k, v] : kv) {
       st.reset();
       st.bind_all(id, k, v).run();

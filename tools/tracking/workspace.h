@@ -129,6 +129,9 @@ class Workspace {
 
  private:
   void ensure_schema();
+  /// Runs `sql` (run_id, key, value) for every pair in one transaction.
+  void upsert_pairs(const char* sql, const std::string& id,
+                    const std::map<std::string, std::string>& kv);
   RunRecord read_run_row(Statement& st);
   void load_details(RunRecord& run);
 

@@ -195,6 +195,13 @@ std::vector<ConfigOption> make_table() {
 
 }  // namespace
 
+bool valid_model_name(const std::string& name) {
+  return !name.empty() && name.size() <= 128 && std::isalnum(static_cast<unsigned char>(name[0])) &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+         });
+}
+
 const RunConfig& default_run_config() {
   static const RunConfig defaults;
   return defaults;

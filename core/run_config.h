@@ -59,6 +59,7 @@ struct RunConfig {
   int64_t log_every_steps = 100;  // per-step training loss every N steps (0: off)
   bool track_checkpoints = false;
   std::string progress = "auto";  // auto | always | never
+  std::string register_model;     // registered model name for the final model ("": none)
 
   /// The fields every rank of a distributed run must agree on (the table's shared rows).
   nlohmann::json shared_json() const;
@@ -72,5 +73,9 @@ struct RunConfig {
   /// expected and what was found.
   void validate() const;
 };
+
+/// A registered model name: 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or
+/// digit (so it fits models:/NAME/VERSION URIs).
+bool valid_model_name(const std::string& name);
 
 }  // namespace dtrain

@@ -21,7 +21,13 @@ struct LoadedModel {
   nlohmann::json metrics;
 };
 
-/// Loads a model folder (with model.pt), a model.pt file or a training checkpoint. Builds the
+/// Checks that `dir` is a dtrain model folder: model.json is a "dtrain-model-v1" object whose
+/// weights file is model.pt in the same folder and whose architecture and parameter shapes are
+/// those of the weights. Returns model.json. Throws DataError naming the file at fault.
+nlohmann::json check_model_dir(const std::filesystem::path& dir);
+
+/// Loads a model folder (with model.pt; its model.json is checked when present), a model.pt file
+/// or a training checkpoint. Builds the
 /// architecture recorded inside and loads its weights. Throws CheckpointError/DataError.
 LoadedModel load_model(const std::filesystem::path& path);
 

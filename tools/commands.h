@@ -9,5 +9,6 @@ int data_command(int argc, char** argv);
 int export_command(int argc, char** argv);
 int cluster_command(int argc, char** argv);
 int runs_command(int argc, char** argv);
+int model_command(int argc, char** argv);
 
 }  // namespace dtrain::cli

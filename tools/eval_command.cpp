@@ -9,19 +9,23 @@
 #include "models/models.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/workspace_flags.h"
 
 namespace dtrain::cli {
 
 int eval_command(int argc, char** argv) {
   cxxopts::Options options("dtrain eval", "Evaluate a trained model on the MNIST test set.");
-  options.add_options()("model",
-                        "model folder (outputs/model), model.pt, or a checkpoint file/folder",
-                        cxxopts::value<std::string>())("data-dir", "folder with the MNIST files",
-                                                       cxxopts::value<std::string>())(
+  options.add_options()(
+      "model",
+      "model folder (outputs/model), model.pt, a checkpoint file/folder, or a registered "
+      "model: models:/NAME/VERSION, models:/NAME@ALIAS",
+      cxxopts::value<std::string>())("data-dir", "folder with the MNIST files",
+                                     cxxopts::value<std::string>())(
       "data-folder", "alias of --data-dir", cxxopts::value<std::string>())(
       "batch-size", "evaluation batch size", cxxopts::value<std::string>()->default_value("1000"))(
       "threads", "CPU threads (0: all cores)", cxxopts::value<std::string>()->default_value("0"))(
       "h,help", "show this help");
+  add_workspace_flag(options);
   cxxopts::ParseResult r;
   if (!parse_or_help(options, argc, argv, r)) return 0;
   if (!r.count("model")) throw ConfigError("--model is required");
@@ -31,7 +35,8 @@ int eval_command(int argc, char** argv) {
   if (batch <= 0) throw ConfigError("--batch-size: expected a positive integer");
   configure_threads(static_cast<int>(std::clamp<int64_t>(int_flag(r, "threads"), 0, 4096)));
 
-  models::LoadedModel loaded = models::load_model(r["model"].as<std::string>());
+  const ModelPath model_path(r["model"].as<std::string>(), r);
+  models::LoadedModel loaded = models::load_model(model_path.path());
   data::MnistDataset test_set(data_dir, data::Split::kTest);
   if (test_set.features() != loaded.model.spec.value("in_features", int64_t{784})) {
     throw DataError(data_dir + ": images have " + std::to_string(test_set.features()) +

@@ -28,6 +28,7 @@ constexpr const char* kUsage =
     "  cluster check  show the cluster and role TF_CONFIG describes\n"
     "  cluster run    start a parameter-server cluster on 127.0.0.1\n"
     "  runs        list, show, compare, delete, restore and download tracked runs\n"
+    "  model       register, list, show, alias, tag, delete and download models\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
 
@@ -51,6 +52,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "export") return dtrain::cli::export_command(argc - 1, argv + 1);
   if (cmd == "cluster") return dtrain::cli::cluster_command(argc - 1, argv + 1);
   if (cmd == "runs") return dtrain::cli::runs_command(argc - 1, argv + 1);
+  if (cmd == "model") return dtrain::cli::model_command(argc - 1, argv + 1);
   std::cerr << "dtrain: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

@@ -14,6 +14,7 @@
 #include "tools/sinks/curves.h"
 #include "tools/tracking/run_filter.h"
 #include "tools/tracking/workspace.h"
+#include "tools/workspace_flags.h"
 
 namespace dtrain::cli {
 namespace fs = std::filesystem;
@@ -38,21 +39,9 @@ constexpr const char* kRunsUsage =
 const std::vector<std::string> kKeyParams = {"learning_rate", "batch_size", "optimizer",
                                              "hidden_sizes", "epochs"};
 
-/// --workspace, else $DTRAIN_WORKSPACE, else the option table's default.
-fs::path workspace_flag(const cxxopts::ParseResult& r) {
-  const ConfigOption& row = *find_run_option("workspace");
-  std::string path = row.default_text;
-  if (const char* env = std::getenv(row.env.c_str()); env != nullptr && *env != '\0') path = env;
-  if (r.count("workspace")) path = r["workspace"].as<std::string>();
-  if (path.empty() || path == "none") {
-    throw ConfigError("--workspace: expected the folder of a workspace, got '" + path + "'");
-  }
-  return path;
-}
-
 void add_common(cxxopts::Options& options) {
-  options.add_options()("workspace", "workspace folder (env DTRAIN_WORKSPACE)",
-                        cxxopts::value<std::string>())("h,help", "show this help");
+  add_workspace_flag(options);
+  options.add_options()("h,help", "show this help");
 }
 
 std::string local_time(double t) {

@@ -22,6 +22,7 @@
 #include "tools/sinks/progress.h"
 #include "tools/sinks/tensorboard.h"
 #include "tools/sinks/tracking_sink.h"
+#include "tools/tracking/model_registry.h"
 #include "tools/tracking/run_tracker.h"
 
 namespace dtrain::cli {
@@ -71,6 +72,20 @@ void write_results(const RunConfig& config, Trainer& trainer,
   sinks::plot_png(out / "curves.png", sinks::training_curves(history));
   spdlog::info("done in {:.1f} s: validation accuracy {:.4f}; model in {}", total, final_acc,
                (out / "model").string());
+}
+
+/// Registers outputs/model as the next version of --register-model, linked to the run.
+void register_final_model(const RunConfig& config, tracking::RunTracker& tracker) {
+  tracking::ModelRegistry registry(tracker.workspace());
+  tracking::RegisterOptions opts;
+  opts.name = config.register_model;
+  opts.run_id = tracker.run_id();
+  opts.source = "run " + tracker.run_id() + ": model";
+  const tracking::RunRecord run = tracker.workspace().get_run(tracker.run_id());
+  opts.run_metrics = run.metrics;
+  const int64_t version = registry.register_model(fs::path(config.output_dir) / "model", opts);
+  spdlog::info("registered the model as {} version {} (models:/{}/{})", opts.name, version,
+               opts.name, version);
 }
 
 /// The run's params as the workspace records them: run.json's config, values as text.
@@ -212,13 +227,14 @@ int train_command(int argc, char** argv) {
     if (sinks::progress_wanted(config.progress)) {
       trainer.add_sink(std::make_unique<sinks::ProgressSink>(config.epochs));
     }
-    trainer.add_sink(std::make_unique<ConsoleSink>(config.epochs));
     trainer.add_sink(std::make_unique<JsonlSink>(out / "metrics.jsonl"));
     trainer.add_sink(
         std::make_unique<sinks::TensorBoardSink>(out / "tensorboard", config.log_every_steps));
     if (tracker) {
       trainer.add_sink(std::make_unique<sinks::TrackingSink>(*tracker, config.log_every_steps));
     }
+    // Last: an epoch's line appears once everything above has recorded the epoch.
+    trainer.add_sink(std::make_unique<ConsoleSink>(config.epochs));
   }
 
   std::vector<EpochMetrics> history;
@@ -236,6 +252,7 @@ int train_command(int argc, char** argv) {
                     tracker ? tracker->run_id() : "");
       if (tracker) {
         const auto [files, bytes] = tracker->upload_outputs(out, config.track_checkpoints);
+        if (!config.register_model.empty()) register_final_model(config, *tracker);
         outcome.complete();
         spdlog::info("tracking: {} files ({:.1f} MB) of {} stored in {}; see: dtrain runs show {}",
                      files, bytes / 1e6, out.string(), config.workspace,

@@ -48,7 +48,15 @@ RunConfig everything_changed() {
                                                      {"stall-abort-seconds", "70"},
                                                      {"ps-mode", "async"},
                                                      {"connect-timeout", "11"},
-                                                     {"peer-timeout", "12"}};
+                                                     {"peer-timeout", "12"},
+                                                     {"workspace", "/w"},
+                                                     {"experiment", "e"},
+                                                     {"run-name", "n"},
+                                                     {"tag", "k=v"},
+                                                     {"log-every-steps", "7"},
+                                                     {"track-checkpoints", "true"},
+                                                     {"progress", "never"},
+                                                     {"register-model", "m"}};
   for (const auto& row : run_options()) {
     if (row.json_key.empty()) continue;
     auto it = values.find(row.flag);

@@ -105,6 +105,20 @@ const std::vector<const char*> kMigrations = {
          PRIMARY KEY (run_id, key, step));
        CREATE TABLE artifacts (run_id TEXT NOT NULL REFERENCES runs(id), path TEXT NOT NULL,
          sha256 TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (run_id, path));)",
+    // 1 -> 2: the model registry.
+    R"(CREATE TABLE registered_models (name TEXT PRIMARY KEY, created REAL NOT NULL,
+         next_version INTEGER NOT NULL DEFAULT 1);
+       CREATE TABLE model_versions (name TEXT NOT NULL REFERENCES registered_models(name),
+         version INTEGER NOT NULL, run_id TEXT NOT NULL DEFAULT '', source TEXT NOT NULL,
+         description TEXT NOT NULL DEFAULT '', created REAL NOT NULL, creator TEXT NOT NULL,
+         architecture TEXT NOT NULL, metrics TEXT NOT NULL, config TEXT NOT NULL,
+         PRIMARY KEY (name, version));
+       CREATE TABLE model_files (name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL,
+         sha256 TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (name, version, path));
+       CREATE TABLE model_aliases (name TEXT NOT NULL, alias TEXT NOT NULL,
+         version INTEGER NOT NULL, PRIMARY KEY (name, alias));
+       CREATE TABLE model_version_tags (name TEXT NOT NULL, version INTEGER NOT NULL,
+         key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (name, version, key));)",
 };
 
 void exec_script(Db& db, const std::string& script) {
@@ -141,8 +155,13 @@ std::string effective_status(const RunRecord& run, double now, const std::string
   return "running";
 }
 
-Workspace::Workspace(const fs::path& root, bool create)
-    : root_(root), db_(prepare_root(root, create), create) {
+Workspace::Workspace(const fs::path& root, bool create, int64_t schema_version)
+    : root_(root), db_(prepare_root(root, create), create), target_version_(schema_version) {
+  if (schema_version < 1 || schema_version > kSchemaVersion) {
+    throw ConfigError("workspace schema version " + std::to_string(schema_version) +
+                      " is not one this dtrain writes (1 to " + std::to_string(kSchemaVersion) +
+                      ")");
+  }
   ensure_schema();
 }
 
@@ -173,11 +192,9 @@ void Workspace::ensure_schema() {
                         std::to_string(version) + " was written by a newer dtrain (this one, " +
                         DTRAIN_VERSION + ", knows up to " + std::to_string(kSchemaVersion) + ")");
     }
-    for (int64_t v = version; v < kSchemaVersion; ++v) exec_script(db_, kMigrations.at(v));
-    if (version < kSchemaVersion) {
-      Statement(db_, "UPDATE schema_version SET version = ?")
-          .bind_all(int64_t{kSchemaVersion})
-          .run();
+    for (int64_t v = version; v < target_version_; ++v) exec_script(db_, kMigrations.at(v));
+    if (version < target_version_) {
+      Statement(db_, "UPDATE schema_version SET version = ?").bind_all(target_version_).run();
     }
   });
 }

@@ -80,13 +80,15 @@ struct NewRun {
 
 class Workspace {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int64_t kSchemaVersion = 2;
   static constexpr const char* kDatabaseName = "workspace.db";
 
   /// Opens the workspace at `root`, creating the folder and database if `create` (else they
   /// must exist). Throws ConfigError naming the path when the folder cannot be created or
-  /// written, or the database is not a dtrain workspace or comes from a newer dtrain.
-  Workspace(const std::filesystem::path& root, bool create = true);
+  /// written, or the database is not a dtrain workspace or comes from a newer dtrain. An older
+  /// database is migrated forward to `schema_version` (tests create old ones with it).
+  Workspace(const std::filesystem::path& root, bool create = true,
+            int64_t schema_version = kSchemaVersion);
 
   const std::filesystem::path& root() const { return root_; }
   Db& db() { return db_; }
@@ -137,6 +139,7 @@ class Workspace {
 
   std::filesystem::path root_;
   Db db_;
+  int64_t target_version_;
 };
 
 }  // namespace dtrain::tracking

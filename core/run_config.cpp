@@ -190,6 +190,15 @@ std::vector<ConfigOption> make_table() {
       option("progress", &C::progress, "live progress line: auto (on a terminal), always or never")
           .choices({"auto", "always", "never"})
           .local(),
+      option("register-model", &C::register_model,
+             "register the final model under this name in the workspace's model registry")
+          .no_default()
+          .local()
+          .check([](const std::string& v) { return v.empty() || valid_model_name(v); },
+                 "a model name of letters, digits, '.', '_' or '-'")
+          .check(
+              [](const std::string& v, const C& c) { return v.empty() || c.workspace != "none"; },
+              "a workspace to register into (not --workspace none)"),
   };
 }
 

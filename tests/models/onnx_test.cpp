@@ -191,5 +191,48 @@ TEST(OnnxRuntime, DeeperTanhModelMatchesLibTorch) {
   check_against_ort("--hidden-sizes 128,64,32 --activation tanh");
 }
 
+TEST(OnnxRuntime, DownloadedRegisteredModelReachesTheRecordedAccuracy) {
+  DTRAIN_REQUIRE_MNIST(mnist);
+  if (ort_dir().empty()) GTEST_SKIP() << "DTRAIN_ORT_DIR not set (ctest sets it)";
+  TempDir dir;
+  const std::string env = "env -C " + dir.path().string() + " DTRAIN_WORKSPACE=ws ";
+  CommandResult t =
+      testing::run_command(env + testing::dtrain_binary() + " train --epochs 1 --data-dir " +
+                               mnist + " --register-model tf-dnn-mnist",
+                           600);
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  CommandResult d = testing::run_command(
+      env + testing::dtrain_binary() + " model download tf-dnn-mnist --to model", 120);
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  CommandResult s =
+      testing::run_command(env + testing::dtrain_binary() + " model show tf-dnn-mnist:1 --json");
+  ASSERT_EQ(s.exit_code, 0) << s.output;
+  const double recorded = nlohmann::json::parse(s.output.substr(s.output.find("\n{") + 1))
+                              .at("metrics")
+                              .at("validation_acc");
+
+  data::MnistDataset test(mnist, data::Split::kTest);
+  const int64_t n = test.size();
+  Batch all = test.get(torch::arange(n, torch::kLong), torch::kCPU);
+  testing::write_bytes(dir / "inputs.bin",
+                       std::string(static_cast<const char*>(all.inputs.data_ptr()), n * 784 * 4));
+  CommandResult ort = testing::run_command("env NODE_PATH=" + ort_dir() + "/node_modules node " +
+                                               DTRAIN_SOURCE_DIR + "/tests/onnx/ort_run.js " +
+                                               (dir / "model" / "model.onnx").string() + " " +
+                                               (dir / "inputs.bin").string() + " " +
+                                               std::to_string(n) + " 784 " + (dir / "ort").string(),
+                                           300);
+  ASSERT_EQ(ort.exit_code, 0) << ort.output;
+  const double ort_acc = read_floats(dir / "ort.logits.bin", n, 10)
+                             .argmax(1)
+                             .eq(all.targets)
+                             .to(torch::kDouble)
+                             .mean()
+                             .item<double>();
+  std::cout << "ONNX Runtime on the downloaded model: accuracy " << ort_acc << ", registry says "
+            << recorded << std::endl;
+  EXPECT_NEAR(ort_acc, recorded, 1e-9);
+}
+
 }  // namespace
 }  // namespace dtrain::models

@@ -339,6 +339,7 @@ int download_command(int argc, char** argv) {
     throw ConfigError("--to is required");
   }
   const ModelRef ref = tracking::parse_model_ref(c.args[0]);
+  check_download_folder(c.result["to"].as<std::string>());
   Workspace ws(workspace_flag(c.result), /*create=*/false);
   ModelRegistry registry(ws);
   const ModelVersion v = registry.resolve(ref);

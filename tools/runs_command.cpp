@@ -383,6 +383,7 @@ int get_run(int argc, char** argv) {
   }
   if (!r.count("to") || r["to"].as<std::string>().empty()) throw ConfigError("--to is required");
   const fs::path to = r["to"].as<std::string>();
+  check_download_folder(to);
   Workspace ws(workspace_flag(r), /*create=*/false);
   const std::string id = ws.resolve_run(ids[0]);
   const auto artifacts = ws.artifacts(id);

@@ -216,7 +216,7 @@ int train_command(int argc, char** argv) {
     run.experiment = config.experiment;
     run.name = config.run_name;
     run.world_size = sync->world_size();
-    run.strategy = sync->name();
+    run.strategy = config.distributed;  // none, ring or ps, as the user names it
     run.output_dir = fs::absolute(out).string();
     run.params = config_params(config);
     run.tags = config_tags(config);

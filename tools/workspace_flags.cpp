@@ -27,6 +27,13 @@ fs::path workspace_flag(const cxxopts::ParseResult& r) {
   return path;
 }
 
+void check_download_folder(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw ConfigError("--to " + dir.string() + ": exists and is not a folder");
+  }
+}
+
 ModelPath::ModelPath(const std::string& text, const cxxopts::ParseResult& r) : path_(text) {
   if (!tracking::is_model_uri(text)) return;
   const tracking::ModelRef ref = tracking::parse_model_ref(text);

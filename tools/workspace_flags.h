@@ -18,6 +18,9 @@ void add_workspace_flag(cxxopts::Options& options);
 /// --workspace, else $DTRAIN_WORKSPACE, else the default; ConfigError for "none" or empty.
 std::filesystem::path workspace_flag(const cxxopts::ParseResult& result);
 
+/// `--to DIR` of a download: ConfigError if it exists and is not a folder.
+void check_download_folder(const std::filesystem::path& dir);
+
 /// A model path as given, or a registered model downloaded (verified) into a temporary folder
 /// that lives as long as this object.
 class ModelPath {

@@ -182,5 +182,21 @@ TEST(DistributedMnist, TwoRanksOneEpochReach90Percent) {
   EXPECT_GE(last_metrics(out)["validation_acc"].get<double>(), 0.90);
 }
 
+TEST_F(DistributedCli, RingRunIsRecordedOnceByRankZero) {
+  TempDir out, ws;
+  CommandResult r = mpirun(2, "train --distributed ring --epochs 2 --workspace " +
+                                  ws.path().string() + " --tag job=ring" + common(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  CommandResult list = single("runs list --json --workspace " + ws.path().string());
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  const auto runs = nlohmann::json::parse(list.output.substr(list.output.find('[')));
+  ASSERT_EQ(runs.size(), 1u) << "only rank 0 records the run";
+  EXPECT_EQ(runs[0].at("status"), "completed");
+  EXPECT_EQ(runs[0].at("world_size"), 2);
+  EXPECT_EQ(runs[0].at("strategy"), "ring");
+  EXPECT_EQ(runs[0].at("tags").at("job"), "ring");
+  EXPECT_TRUE(runs[0].at("metrics").contains("validation_acc"));
+}
+
 }  // namespace
 }  // namespace dtrain

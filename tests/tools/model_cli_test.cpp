@@ -85,6 +85,9 @@ TEST(ModelCli, RegisterVersionAliasDownloadAndUseEverywhere) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
   EXPECT_EQ(dt(dir, "model download tf-dnn-mnist@production --to model --force").exit_code, 0);
+  r = dt(dir, "model download tf-dnn-mnist@production --to model/model.pt");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("not a folder"), std::string::npos) << r.output;
 
   // eval and export take models:/ URIs.
   r = dt(dir, "eval --model models:/tf-dnn-mnist@production" + data);

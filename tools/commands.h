@@ -10,5 +10,6 @@ int export_command(int argc, char** argv);
 int cluster_command(int argc, char** argv);
 int runs_command(int argc, char** argv);
 int model_command(int argc, char** argv);
+int sweep_command(int argc, char** argv);
 
 }  // namespace dtrain::cli

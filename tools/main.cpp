@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "  cluster run    start a parameter-server cluster on 127.0.0.1\n"
     "  runs        list, show, compare, delete, restore and download tracked runs\n"
     "  model       register, list, show, alias, tag, delete and download models\n"
+    "  sweep       hyperparameter sweeps of train trials (--spec FILE, or --resume ID)\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
 
@@ -53,6 +54,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "cluster") return dtrain::cli::cluster_command(argc - 1, argv + 1);
   if (cmd == "runs") return dtrain::cli::runs_command(argc - 1, argv + 1);
   if (cmd == "model") return dtrain::cli::model_command(argc - 1, argv + 1);
+  if (cmd == "sweep") return dtrain::cli::sweep_command(argc - 1, argv + 1);
   std::cerr << "dtrain: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

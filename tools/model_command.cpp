@@ -145,35 +145,9 @@ int register_command(int argc, char** argv) {
   ModelRegistry registry(ws);
   int64_t version = 0;
   if (c.result.count("run")) {
-    opts.run_id = ws.resolve_run(c.result["run"].as<std::string>());
-    const tracking::RunRecord run = ws.get_run(opts.run_id);
-    std::string prefix =
-        c.result.count("path") ? c.result["path"].as<std::string>() : "outputs/model";
-    // The seed's flow names the folder as it was in the run: outputs/model.
-    const std::string out_name = fs::path(run.output_dir).filename().string();
-    for (const std::string& lead : {std::string("outputs/"), out_name + "/"}) {
-      if (prefix.rfind(lead, 0) == 0) {
-        prefix = prefix.substr(lead.size());
-        break;
-      }
-    }
-    while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-    ScopedTempDir tmp(fs::temp_directory_path(), "dtrain-register-");
-    int64_t found = 0;
-    for (const auto& a : ws.artifacts(opts.run_id)) {
-      const fs::path p(a.path);
-      if (p.parent_path().generic_string() != prefix) continue;
-      write_file_atomic(tmp.path() / p.filename(),
-                        ws.read_verified_blob(a.sha256, a.size, "run " + run.id + " " + a.path));
-      ++found;
-    }
-    if (found == 0) {
-      throw DataError("run " + run.id + " has no stored files under '" + prefix +
-                      "/' (see: dtrain runs show " + run.id.substr(0, 8) + ")");
-    }
-    opts.source = "run " + run.id + ": " + prefix;
-    opts.run_metrics = run.metrics;
-    version = registry.register_model(tmp.path(), opts);
+    version = registry.register_from_run(
+        ws.resolve_run(c.result["run"].as<std::string>()),
+        c.result.count("path") ? c.result["path"].as<std::string>() : "outputs/model", opts);
   } else {
     const fs::path dir = c.result["path"].as<std::string>();
     opts.source = fs::absolute(dir).string();

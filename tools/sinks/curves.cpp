@@ -125,17 +125,23 @@ void plot_png(const fs::path& path, const std::vector<Panel>& panels, int width,
       plcol0(colour);
       plwidth(2.0);
       const auto n = static_cast<PLINT>(std::min(s.x.size(), s.y.size()));
-      if (n > 1) plline(n, s.x.data(), s.y.data());
-      plstring(n, s.x.data(), s.y.data(), "#(850)");  // a dot on every point
+      if (n > 1 && s.line) plline(n, s.x.data(), s.y.data());
+      if (s.line) {
+        plstring(n, s.x.data(), s.y.data(), "#(850)");  // a dot on every point
+      } else {
+        plssym(0, 1.4);
+        plpoin(n, s.x.data(), s.y.data(), 17);  // filled markers, no line
+        plssym(0, 1.0);
+      }
       plwidth(1.0);
-      opts.push_back(PL_LEGEND_LINE);
+      opts.push_back(s.line ? PL_LEGEND_LINE : PL_LEGEND_SYMBOL);
       line_colours.push_back(colour);
       line_styles.push_back(1);
       line_widths.push_back(2.0);
       symbol_colours.push_back(colour);
-      symbol_numbers.push_back(0);
-      symbol_scales.push_back(1.0);
-      symbols.push_back("");
+      symbol_numbers.push_back(s.line ? 0 : 1);
+      symbol_scales.push_back(1.4);
+      symbols.push_back(s.line ? "" : "#(841)");
       text_colours.push_back(1);
       texts.push_back(s.label.c_str());
     }

@@ -13,6 +13,7 @@ namespace dtrain::sinks {
 struct Series {
   std::string label;
   std::vector<double> x, y;
+  bool line = true;  ///< false: points only
 };
 
 struct Panel {

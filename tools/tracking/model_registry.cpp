@@ -173,6 +173,43 @@ int64_t ModelRegistry::register_model(const fs::path& dir, const RegisterOptions
   return version;
 }
 
+int64_t ModelRegistry::register_from_run(const std::string& run_id, std::string prefix,
+                                         RegisterOptions options) {
+  const RunRecord run = ws_.get_run(run_id);
+  // The seed's flow names the folder as it was in the run: outputs/model.
+  const std::string out_name = fs::path(run.output_dir).filename().string();
+  for (const std::string& lead : {std::string("outputs/"), out_name + "/"}) {
+    if (prefix.rfind(lead, 0) == 0) {
+      prefix = prefix.substr(lead.size());
+      break;
+    }
+  }
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  ScopedTempDir tmp(fs::temp_directory_path(), "dtrain-register-");
+  int64_t found = 0;
+  for (const auto& a : ws_.artifacts(run.id)) {
+    const fs::path p(a.path);
+    if (p.parent_path().generic_string() != prefix) continue;
+    if (std::find(kModelFiles.begin(), kModelFiles.end(), p.filename().string()) ==
+        kModelFiles.end()) {
+      continue;
+    }
+    write_file_atomic(tmp.path() / p.filename(),
+                      ws_.read_verified_blob(a.sha256, a.size, "run " + run.id + " " + a.path));
+    ++found;
+  }
+  if (found == 0) {
+    throw DataError("run " + run.id + " has no stored model files under '" + prefix +
+                    "/' (see: dtrain runs show " + run.id.substr(0, 8) + ")");
+  }
+  options.run_id = run.id;
+  options.source = "run " + run.id + ": " + prefix;
+  nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [k, v] : run.metrics) metrics[k] = v;
+  options.run_metrics = metrics;
+  return register_model(tmp.path(), options);
+}
+
 std::vector<std::string> ModelRegistry::names() {
   Statement st(ws_.db(), "SELECT name FROM registered_models ORDER BY name");
   std::vector<std::string> out;

@@ -70,6 +70,11 @@ class ModelRegistry {
   /// model; ConfigError for a bad name.
   int64_t register_model(const std::filesystem::path& dir, const RegisterOptions& options);
 
+  /// Registers the model files a tracked run stored under `prefix` (e.g. "model", or
+  /// "outputs/model" as the run saw it), verified by SHA-256; the version records the run and its
+  /// final metrics. DataError when the run stored no model there.
+  int64_t register_from_run(const std::string& run_id, std::string prefix, RegisterOptions options);
+
   /// Registered model names, sorted.
   std::vector<std::string> names();
   /// All versions of `name`, oldest first; ConfigError listing the names if there is none.

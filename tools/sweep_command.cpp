@@ -73,10 +73,9 @@ int sweep_command(int argc, char** argv) {
     {
       tracking::Workspace ws(opts.workspace, /*create=*/false);
       opts.resume_id = ws.resolve_run(opts.resume_id);
-      auto out = ws.get_run(opts.resume_id).params.find("output_dir");
-      if (opts.output_dir.empty() && out != ws.get_run(opts.resume_id).params.end()) {
-        opts.output_dir = out->second;
-      }
+      const tracking::RunRecord sweep_run = ws.get_run(opts.resume_id);
+      auto out = sweep_run.params.find("output_dir");
+      if (opts.output_dir.empty() && out != sweep_run.params.end()) opts.output_dir = out->second;
     }
     source = "sweep " + opts.resume_id.substr(0, 8);
     spec_json = sweep::stored_spec(opts.workspace, opts.resume_id).to_json();

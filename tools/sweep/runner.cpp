@@ -126,6 +126,21 @@ struct SweepRunner::Impl {
         to_rerun.push_back(t);
       }
     }
+    // Trials the earlier controller started but that never recorded a run: drawn again (the
+    // samplers are deterministic per trial index) and run from the start.
+    for (int64_t i = 0; i < next_index; ++i) {
+      const auto known = [i](const Trial& t) { return t.index == i; };
+      if (std::any_of(trials.begin(), trials.end(), known) ||
+          std::any_of(to_rerun.begin(), to_rerun.end(), known)) {
+        continue;
+      }
+      if (auto params = sampler->sample(i, observations())) {
+        Trial t;
+        t.index = i;
+        t.params = *params;
+        to_rerun.push_back(t);
+      }
+    }
     // The plot's time axis: the order in which the earlier controller saw them finish.
     std::sort(trials.begin(), trials.end(),
               [](const Trial& a, const Trial& b) { return a.end < b.end; });
@@ -279,6 +294,18 @@ struct SweepRunner::Impl {
                                            : "exited with code " + std::to_string(code);
       spdlog::warn("trial {} failed (exit {}): {}", t.index, code, t.reason);
     }
+  }
+
+  /// While one of the first max_concurrent_runs trials has failed and others of them still run,
+  /// no new trial starts: if they fail the same way the spec is at fault.
+  bool hold_launches() const {
+    bool failed = false, running = false;
+    for (const auto& t : trials) {
+      if (t.index >= spec.max_concurrent_runs) continue;
+      failed |= t.status == "failed";
+      running |= t.status == "running";
+    }
+    return failed && running;
   }
 
   /// The same error failing the first max_concurrent_runs trials is the spec's fault.
@@ -494,7 +521,7 @@ int SweepRunner::run() {
       s.check_systematic_failure();
       // Launch.
       int64_t running = static_cast<int64_t>(s.processes.size());
-      while (!s.exhausted && running < spec_.max_concurrent_runs &&
+      while (!s.exhausted && !s.hold_launches() && running < spec_.max_concurrent_runs &&
              s.next_index < spec_.max_total_runs) {
         auto params = s.sampler->sample(s.next_index, s.observations());
         if (!params) {
@@ -511,7 +538,7 @@ int SweepRunner::run() {
       std::this_thread::sleep_for(std::chrono::duration<double>(options_.poll_seconds));
     }
   } catch (const std::exception& e) {
-    s.stop_all(std::string("the sweep stopped: ") + e.what());
+    s.stop_all(e.what());
     s.parent.finish(dynamic_cast<const Interrupted*>(&e) ? "killed" : "failed", e.what());
     throw;
   }

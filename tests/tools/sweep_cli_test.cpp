@@ -210,5 +210,56 @@ TEST(SweepCli, BrokenSpecsStopBeforeOrEarly) {
   EXPECT_EQ(r.output.find("trial 2 started"), std::string::npos) << r.output;
 }
 
+TEST(SweepCli, LauncherPrefixRunsDataParallelTrialsAndTheDeadlineCancels) {
+  TempDir dir;
+  write_synthetic_mnist(dir / "data", 2000, 200, 4);
+  // Each trial is itself a 2-rank ring job under mpirun.
+  const Json spec = {{"parameters", {{"learning-rate", {{"choice", {0.02}}}}}},
+                     {"sampling", "grid"},
+                     {"max_total_runs", 1},
+                     {"launcher", {"mpirun", "--oversubscribe", "-np", "2"}},
+                     {"train_args",
+                      {"--data-dir", (dir / "data").string(), "--epochs", "1", "--distributed",
+                       "ring", "--threads", "1"}}};
+  write_bytes(dir / "mpi.json", spec.dump());
+  auto r = run_command("env -C '" + dir.path().string() +
+                           "' DTRAIN_WORKSPACE=ws OMPI_ALLOW_RUN_AS_ROOT=1 "
+                           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " +
+                           dtrain_binary() + " sweep --spec mpi.json --output-dir mpi",
+                       300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Json mpi = Json::parse(read_text(dir / "mpi" / "sweep.json"));
+  ASSERT_EQ(mpi.at("trials").size(), 1u);
+  EXPECT_EQ(mpi.at("trials")[0].at("status"), "completed") << r.output;
+  bool found = false;
+  for (const auto& run : runs_json(dir)) {
+    if (run.at("tags").contains("trial")) {
+      EXPECT_EQ(run.at("world_size"), 2) << "the trial ran as a 2-rank job";
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+
+  // max_duration_minutes: running trials are cancelled and the sweep ends with what it has.
+  const Json slow = {{"parameters", {{"learning-rate", {{"choice", {0.01, 0.02}}}}}},
+                     {"sampling", "grid"},
+                     {"max_total_runs", 2},
+                     {"max_concurrent_runs", 2},
+                     {"max_duration_minutes", 0.05},
+                     {"train_args", {"--data-dir", (dir / "data").string(), "--epochs", "1000"}}};
+  write_bytes(dir / "slow.json", slow.dump());
+  const auto start = std::chrono::steady_clock::now();
+  r = in_dir(dir, "sweep --spec slow.json --output-dir slow", 120);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LT(seconds, 40) << "3 s of sweep, then the trials are stopped";
+  const Json timed = Json::parse(read_text(dir / "slow" / "sweep.json"));
+  for (const auto& t : timed.at("trials")) {
+    EXPECT_EQ(t.at("status"), "cancelled");
+    EXPECT_NE(t.at("reason").get<std::string>().find("max_duration_minutes"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace dtrain::testing

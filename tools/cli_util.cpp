@@ -121,6 +121,26 @@ RunConfig run_config_from_flags(const cxxopts::ParseResult& r) {
   return config;
 }
 
+int dispatch_subcommand(
+    const std::string& program, const std::string& usage,
+    const std::vector<std::pair<std::string, std::function<int(int, char**)>>>& table, int argc,
+    char** argv) {
+  if (argc < 2) {
+    std::cerr << usage;
+    return 2;
+  }
+  const std::string sub = argv[1];
+  if (sub == "-h" || sub == "--help" || sub == "help") {
+    std::cout << usage;
+    return 0;
+  }
+  for (const auto& [name, run] : table) {
+    if (name == sub) return run(argc - 1, argv + 1);
+  }
+  std::cerr << program << ": unknown subcommand '" << sub << "'\n\n" << usage;
+  return 2;
+}
+
 int configure_threads(int threads, int local_ranks) {
   if (threads <= 0) {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

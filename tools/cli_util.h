@@ -2,7 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <cxxopts.hpp>
 
@@ -30,6 +33,13 @@ void add_option_flags(cxxopts::Options& options, const std::vector<ConfigOption>
 /// table order, the rest keep RunConfig's defaults; then validate(). Throws ConfigError for a
 /// missing required flag, aliases that disagree, conflicting flags and invalid values.
 RunConfig run_config_from_flags(const cxxopts::ParseResult& result);
+
+/// Runs the subcommand named by argv[1] from `table` with (argc - 1, argv + 1); prints `usage`
+/// for help (exit 0), a missing (exit 2) or an unknown subcommand (exit 2).
+int dispatch_subcommand(
+    const std::string& program, const std::string& usage,
+    const std::vector<std::pair<std::string, std::function<int(int, char**)>>>& table, int argc,
+    char** argv);
 
 /// Configures torch's thread pool: `threads` if > 0, else all cores divided by `local_ranks`.
 int configure_threads(int threads, int local_ranks = 1);

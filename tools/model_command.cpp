@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "core/file_util.h"
+#include "core/text_table.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/tracking/model_registry.h"
@@ -85,15 +86,6 @@ ModelRef exact_version(const std::string& text) {
   ModelRef ref = tracking::parse_model_ref(text);
   if (!ref.version) throw ConfigError("'" + text + "': expected NAME:VERSION (a version number)");
   return ref;
-}
-
-std::string local_time(double t) {
-  const std::time_t s = static_cast<std::time_t>(t);
-  std::tm tm{};
-  localtime_r(&s, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
 }
 
 nlohmann::json version_json(const ModelVersion& v) {
@@ -185,23 +177,13 @@ int list_command(int argc, char** argv) {
     const auto& latest = versions.back();
     rows.push_back({name, std::to_string(versions.size()), std::to_string(latest.version),
                     aliases.empty() ? "-" : aliases, metric_text(latest.metrics, "validation_acc"),
-                    local_time(latest.created)});
+                    format_local_time(latest.created)});
   }
   if (c.result.count("json")) {
     std::cout << out.dump(2) << std::endl;
     return 0;
   }
-  std::vector<size_t> width(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i] + (i + 1 < row.size() ? std::string(width[i] - row[i].size() + 2, ' ') : "");
-    }
-    std::cout << line << "\n";
-  }
+  std::cout << format_table(rows);
   if (rows.size() == 1) std::cout << "(no registered models)\n";
   return 0;
 }
@@ -236,7 +218,7 @@ int show_command(int argc, char** argv) {
       for (size_t i = 0; i < v.aliases.size(); ++i) std::cout << (i ? ", @" : "@") << v.aliases[i];
       std::cout << ")";
     }
-    std::cout << "\n  registered  " << local_time(v.created) << " by " << v.creator
+    std::cout << "\n  registered  " << format_local_time(v.created) << " by " << v.creator
               << "\n  source      " << (v.source.empty() ? "-" : v.source) << "\n  run         "
               << (v.run_id.empty() ? "-" : v.run_id) << "\n  model       " << v.architecture.dump()
               << "\n  metrics     validation_acc " << metric_text(v.metrics, "validation_acc")
@@ -327,24 +309,15 @@ int download_command(int argc, char** argv) {
 }  // namespace
 
 int model_command(int argc, char** argv) {
-  if (argc < 2) {
-    std::cerr << kModelUsage;
-    return 2;
-  }
-  const std::string sub = argv[1];
-  if (sub == "-h" || sub == "--help" || sub == "help") {
-    std::cout << kModelUsage;
-    return 0;
-  }
-  if (sub == "register") return register_command(argc - 1, argv + 1);
-  if (sub == "list") return list_command(argc - 1, argv + 1);
-  if (sub == "show") return show_command(argc - 1, argv + 1);
-  if (sub == "alias") return alias_command(argc - 1, argv + 1);
-  if (sub == "tag") return tag_command(argc - 1, argv + 1);
-  if (sub == "delete") return delete_command(argc - 1, argv + 1);
-  if (sub == "download") return download_command(argc - 1, argv + 1);
-  std::cerr << "dtrain model: unknown command '" << sub << "'\n\n" << kModelUsage;
-  return 2;
+  return dispatch_subcommand("dtrain model", kModelUsage,
+                             {{"register", register_command},
+                              {"list", list_command},
+                              {"show", show_command},
+                              {"alias", alias_command},
+                              {"tag", tag_command},
+                              {"delete", delete_command},
+                              {"download", download_command}},
+                             argc, argv);
 }
 
 }  // namespace dtrain::cli

@@ -9,6 +9,7 @@
 
 #include "core/errors.h"
 #include "core/file_util.h"
+#include "core/text_table.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/sinks/curves.h"
@@ -44,16 +45,6 @@ void add_common(cxxopts::Options& options) {
   options.add_options()("h,help", "show this help");
 }
 
-std::string local_time(double t) {
-  if (t <= 0) return "-";
-  const std::time_t s = static_cast<std::time_t>(t);
-  std::tm tm{};
-  localtime_r(&s, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
-
 std::string duration_text(const RunRecord& r, double now) {
   const double end = r.end_time > 0 ? r.end_time : now;
   const auto s = static_cast<int64_t>(std::max(0.0, end - r.start_time) + 0.5);
@@ -65,25 +56,6 @@ std::string duration_text(const RunRecord& r, double now) {
 std::string metric_text(const RunRecord& r, const std::string& key) {
   auto it = r.metrics.find(key);
   return it == r.metrics.end() ? "-" : fmt::format("{:.4f}", it->second);
-}
-
-/// Prints rows as aligned columns (first row is the header).
-void print_table(const std::vector<std::vector<std::string>>& rows) {
-  if (rows.empty()) return;
-  std::vector<size_t> width(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
-      width[i] = std::max(width[i], row[i].size());
-    }
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
 }
 
 nlohmann::json run_json(const RunRecord& r, double now, const std::string& host) {
@@ -165,7 +137,7 @@ int list_runs(int argc, char** argv) {
         run.name,
         run.experiment,
         tracking::effective_status(run, now, host) + (run.deleted ? " (deleted)" : ""),
-        local_time(run.start_time),
+        format_local_time(run.start_time),
         duration_text(run, now)};
     for (const auto& key : kKeyParams) {
       auto it = run.params.find(key);
@@ -174,7 +146,7 @@ int list_runs(int argc, char** argv) {
     row.push_back(metric_text(run, "validation_acc"));
     rows.push_back(row);
   }
-  print_table(rows);
+  std::cout << format_table(rows);
   if (runs.empty()) std::cout << "(no runs)\n";
   return 0;
 }
@@ -228,7 +200,7 @@ int show_run(int argc, char** argv) {
             << "experiment  " << run.experiment << "\n"
             << "status      " << tracking::effective_status(run, now, host)
             << (run.error.empty() ? "" : ": " + run.error) << "\n"
-            << "started     " << local_time(run.start_time) << " on " << run.host << " (pid "
+            << "started     " << format_local_time(run.start_time) << " on " << run.host << " (pid "
             << run.pid << ")\n"
             << "duration    " << duration_text(run, now) << "\n"
             << "strategy    " << run.strategy << ", " << run.world_size << " process"
@@ -253,7 +225,7 @@ int show_run(int argc, char** argv) {
                     get("validation_acc", "{:.4f}"), get("epoch_seconds", "{:.2f}"),
                     get("samples_per_second", "{:.0f}")});
   }
-  print_table(rows);
+  std::cout << format_table(rows);
   std::cout << "\nartifacts\n";
   for (const auto& a : artifacts) {
     std::cout << fmt::format("  {:>10}  {}  {}\n", a.size, a.sha256.substr(0, 12), a.path);
@@ -312,7 +284,7 @@ int compare_runs(int argc, char** argv) {
     for (const auto& run : runs) row.push_back(metric_text(run, k));
     rows.push_back(row);
   }
-  print_table(rows);
+  std::cout << format_table(rows);
 
   if (r.count("plot")) {
     sinks::Panel acc{"Validation accuracy", "epoch", "accuracy", {}};
@@ -420,23 +392,14 @@ int get_run(int argc, char** argv) {
 }  // namespace
 
 int runs_command(int argc, char** argv) {
-  if (argc < 2) {
-    std::cerr << kRunsUsage;
-    return 2;
-  }
-  const std::string sub = argv[1];
-  if (sub == "-h" || sub == "--help" || sub == "help") {
-    std::cout << kRunsUsage;
-    return 0;
-  }
-  if (sub == "list") return list_runs(argc - 1, argv + 1);
-  if (sub == "show") return show_run(argc - 1, argv + 1);
-  if (sub == "compare") return compare_runs(argc - 1, argv + 1);
-  if (sub == "delete") return set_deleted(argc - 1, argv + 1, true);
-  if (sub == "restore") return set_deleted(argc - 1, argv + 1, false);
-  if (sub == "get") return get_run(argc - 1, argv + 1);
-  std::cerr << "dtrain runs: unknown subcommand '" << sub << "'\n\n" << kRunsUsage;
-  return 2;
+  return dispatch_subcommand("dtrain runs", kRunsUsage,
+                             {{"list", list_runs},
+                              {"show", show_run},
+                              {"compare", compare_runs},
+                              {"delete", [](int c, char** v) { return set_deleted(c, v, true); }},
+                              {"restore", [](int c, char** v) { return set_deleted(c, v, false); }},
+                              {"get", get_run}},
+                             argc, argv);
 }
 
 }  // namespace dtrain::cli

@@ -130,17 +130,15 @@ TEST(SweepCli, ResumeAfterTheControllerIsKilledRunsNothingTwice) {
       output += line + "\n";
     };
     Subprocess controller(std::move(o));
-    // Kill it once the first trial has finished and the later ones are under way.
+    // Kill it once trial 2 (started after one of the first two finished) has a checkpoint.
+    const fs::path ckpt = dir / "sw" / "trial-002" / "checkpoints" / "ckpt-epoch-000001.pt";
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
-    while (std::chrono::steady_clock::now() < deadline) {
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        if (output.find("trial 2 started") != std::string::npos) break;
-      }
+    while (std::chrono::steady_clock::now() < deadline && !fs::exists(ckpt)) {
+      std::lock_guard<std::mutex> lock(mutex);
       ASSERT_TRUE(controller.running()) << output;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    ASSERT_TRUE(fs::exists(ckpt)) << output;
     controller.signal_group(SIGKILL);
     controller.wait();
   }
@@ -154,7 +152,7 @@ TEST(SweepCli, ResumeAfterTheControllerIsKilledRunsNothingTwice) {
   std::this_thread::sleep_for(std::chrono::seconds(1));
   const auto r = in_dir(dir, "sweep --resume " + id.substr(0, 10));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("resumed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("trial 2 resumed"), std::string::npos) << r.output;
 
   std::map<std::string, int> completed_per_trial;
   for (const auto& run : runs_json(dir)) {

@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "core/stop_signal.h"
 #include "core/subprocess.h"
+#include "core/text_table.h"
 #include "tools/sinks/curves.h"
 #include "tools/sweep/policy.h"
 #include "tools/tracking/model_registry.h"
@@ -375,18 +376,7 @@ struct SweepRunner::Impl {
            {"epochs", t->metric.size()},
            {"run_id", t->run_id}});
     }
-    std::vector<size_t> width(header.size(), 0);
-    for (const auto& row : rows) {
-      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-    }
-    std::cout << "\n";
-    for (const auto& row : rows) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        line += row[i] + (i + 1 < row.size() ? std::string(width[i] - row[i].size() + 2, ' ') : "");
-      }
-      std::cout << line << "\n";
-    }
+    std::cout << "\n" << format_table(rows);
     const Trial* best = !order.empty() && !order[0]->metric.empty() ? order[0] : nullptr;
     nlohmann::json summary = {{"sweep_id", sweep_id()}, {"trials", table}};
     if (best != nullptr) {

@@ -206,6 +206,15 @@ TEST(SweepCli, BrokenSpecsStopBeforeOrEarly) {
       << r.output;
   EXPECT_NE(r.output.find("/nonexistent/mnist"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("trial 2 started"), std::string::npos) << r.output;
+  int failed_trials = 0;
+  for (const auto& run : runs_json(dir)) {
+    if (!run.at("tags").contains("trial")) continue;
+    EXPECT_EQ(run.at("status"), "failed") << run.dump();
+    EXPECT_NE(run.at("error").get<std::string>().find("/nonexistent/mnist"), std::string::npos);
+    EXPECT_TRUE(run.at("tags").contains("param.learning-rate"));
+    ++failed_trials;
+  }
+  EXPECT_EQ(failed_trials, 2) << "each failed trial is recorded as a run";
 }
 
 TEST(SweepCli, LauncherPrefixRunsDataParallelTrialsAndTheDeadlineCancels) {

@@ -168,6 +168,18 @@ struct SweepRunner::Impl {
     return std::max<int>(1, cores / static_cast<int>(spec.max_concurrent_runs));
   }
 
+  std::string trial_name(const Trial& t) const {
+    return fmt::format("{}-trial-{:03}", spec.experiment, t.index);
+  }
+
+  /// What marks a child run as trial `t` of this sweep, with its sampled parameters.
+  std::map<std::string, std::string> trial_tags(const Trial& t) const {
+    std::map<std::string, std::string> tags = {{"sweep", sweep_id()},
+                                               {"trial", std::to_string(t.index)}};
+    for (const auto& [flag, value] : t.params) tags["param." + flag] = value.dump();
+    return tags;
+  }
+
   void launch(Trial t, bool resume) {
     const fs::path dir = trial_dir(t.index);
     std::vector<std::string> argv = spec.launcher;
@@ -180,11 +192,9 @@ struct SweepRunner::Impl {
     }
     argv.insert(argv.end(), {"--workspace", fs::absolute(options.workspace).string(),
                              "--experiment", spec.experiment, "--output-dir", dir.string(),
-                             "--run-name", fmt::format("{}-trial-{:03}", spec.experiment, t.index),
-                             "--tag", "sweep=" + sweep_id(), "--tag",
-                             "trial=" + std::to_string(t.index), "--progress", "never"});
-    for (const auto& [flag, value] : t.params) {
-      argv.insert(argv.end(), {"--tag", "param." + flag + "=" + value.dump()});
+                             "--run-name", trial_name(t), "--progress", "never"});
+    for (const auto& [key, value] : trial_tags(t)) {
+      argv.insert(argv.end(), {"--tag", key + "=" + value});
     }
     if (const int threads = threads_per_trial(); threads > 0) {
       argv.insert(argv.end(), {"--threads", std::to_string(threads)});
@@ -294,6 +304,19 @@ struct SweepRunner::Impl {
       t.reason = last_error.count(t.index) ? last_error[t.index]
                                            : "exited with code " + std::to_string(code);
       spdlog::warn("trial {} failed (exit {}): {}", t.index, code, t.reason);
+      // A trial that died before recording its run (bad data, a launcher error) still gets
+      // one, so the workspace shows every trial; one that did is closed with the reason (a
+      // process killed by a signal could not say it itself).
+      if (t.run_id.empty()) {
+        tracking::NewRun run;
+        run.experiment = spec.experiment;
+        run.name = trial_name(t);
+        run.strategy = "sweep trial";
+        run.output_dir = fs::absolute(trial_dir(t.index)).string();
+        run.tags = trial_tags(t);
+        t.run_id = ws().create_run(run);
+      }
+      ws().finish_run(t.run_id, "failed", t.reason);
     }
   }
 

@@ -129,27 +129,52 @@ std::string checkpoint_file_name(int64_t epoch) {
   return name;
 }
 
+std::vector<fs::path> list_checkpoints(const fs::path& dir) {
+  static const std::regex pattern(R"(ckpt-epoch-(\d+)\.pt)");
+  std::vector<std::pair<long long, fs::path>> found;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && std::regex_match(name, m, pattern)) {
+      found.emplace_back(std::stoll(m[1]), entry.path());
+    }
+  }
+  std::sort(found.begin(), found.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<fs::path> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+int remove_stale_temp_files(const fs::path& dir) {
+  int removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<fs::path> stale;
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file() &&
+        it->path().filename().string().find(".tmp.") != std::string::npos) {
+      stale.push_back(it->path());
+    }
+  }
+  for (const auto& p : stale) removed += fs::remove(p, ec) ? 1 : 0;
+  return removed;
+}
+
 fs::path resolve_checkpoint(const fs::path& path) {
   std::error_code ec;
   if (fs::is_regular_file(path, ec)) return path;
   if (!fs::is_directory(path, ec)) {
     throw CheckpointError(path.string() + ": no such checkpoint file or folder");
   }
-  static const std::regex pattern(R"(ckpt-epoch-(\d+)\.pt)");
-  fs::path best;
-  long long best_epoch = -1;
-  for (const auto& entry : fs::directory_iterator(path, ec)) {
-    std::smatch m;
-    const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && std::regex_match(name, m, pattern)) {
-      long long epoch = std::stoll(m[1]);
-      if (epoch > best_epoch) best_epoch = epoch, best = entry.path();
-    }
-  }
-  if (best.empty()) {
+  const auto found = list_checkpoints(path);
+  if (found.empty()) {
     throw CheckpointError(path.string() + ": folder holds no checkpoint (ckpt-epoch-NNNNNN.pt)");
   }
-  return best;
+  return found.front();
 }
 
 void save_checkpoint(const fs::path& path, const torch::nn::Module& module,

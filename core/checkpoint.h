@@ -37,6 +37,13 @@ std::string archive_bytes(torch::serialize::OutputArchive& archive);
 /// File name of the checkpoint after `epoch` inside a checkpoints folder.
 std::string checkpoint_file_name(int64_t epoch);
 
+/// The checkpoint files (ckpt-epoch-NNNNNN.pt) in folder `dir`, newest (highest epoch) first;
+/// empty when there is none or no such folder.
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);
+
+/// Removes leftovers of interrupted atomic writes (`*.tmp.*`) under `dir`; returns how many.
+int remove_stale_temp_files(const std::filesystem::path& dir);
+
 /// `path` itself if it is a file; the newest checkpoint (highest epoch) if it is a folder.
 /// Throws CheckpointError if there is none.
 std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);

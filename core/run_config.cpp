@@ -122,7 +122,8 @@ std::vector<ConfigOption> make_table() {
              "write a checkpoint every N epochs (0: never)")
           .check([](const int64_t& v) { return v >= 0; }, "0 (never) or a positive integer"),
       option("resume-from", &C::resume_from,
-             "checkpoint file, or folder (newest inside), to continue from")
+             "checkpoint file, or folder (newest inside), to continue from; auto: the newest "
+             "valid one in <output-dir>/checkpoints if any, else start fresh")
           .no_default()
           .local(),
       // Distribution.

@@ -108,6 +108,30 @@ std::map<std::string, std::string> config_tags(const RunConfig& config) {
   return tags;
 }
 
+/// --resume-from auto: the newest checkpoint in `dir` that loads; a corrupt or unusable one is
+/// reported loudly and the one before it tried. None at all: a fresh start (said). Checkpoints
+/// that exist but none loads: an error, rather than training over them from scratch.
+CheckpointMeta resume_auto(Trainer& trainer, const fs::path& dir, bool writer) {
+  const auto candidates = list_checkpoints(dir);
+  if (candidates.empty()) {
+    if (writer)
+      spdlog::info("--resume-from auto: no checkpoint in {}; starting fresh", dir.string());
+    return {};
+  }
+  std::string problems;
+  for (const auto& path : candidates) {
+    try {
+      return trainer.resume(path);
+    } catch (const CheckpointError& e) {
+      spdlog::warn("--resume-from auto: cannot resume from {}: {}; trying the previous checkpoint",
+                   path.string(), e.what());
+      problems += "\n  " + std::string(e.what());
+    }
+  }
+  throw CheckpointError("--resume-from auto: none of the " + std::to_string(candidates.size()) +
+                        " checkpoints in " + dir.string() + " can be resumed:" + problems);
+}
+
 /// The tracked run a checkpoint belongs to ("" if none or not a run id).
 std::string resumed_run_id(const CheckpointMeta& meta) {
   if (!meta.extra.is_object() || !meta.extra.contains("run_id") ||
@@ -208,8 +232,18 @@ int train_command(int argc, char** argv) {
   }
   Trainer trainer(config, model, device, sync.get());
   const fs::path out(config.output_dir);
+  if (sync->is_writer()) {
+    if (const int n = remove_stale_temp_files(out)) {
+      spdlog::info("removed {} stale temporary file{} (*.tmp.*) left in {} by an interrupted run",
+                   n, n == 1 ? "" : "s", out.string());
+    }
+  }
   CheckpointMeta resumed;
-  if (!config.resume_from.empty()) resumed = trainer.resume(config.resume_from);
+  if (config.resume_from == "auto") {
+    resumed = resume_auto(trainer, out / "checkpoints", sync->is_writer());
+  } else if (!config.resume_from.empty()) {
+    resumed = trainer.resume(config.resume_from);
+  }
   RunOutcome outcome(tracker.get());
   if (tracker) {
     tracking::NewRun run;

@@ -371,5 +371,42 @@ TEST(RunsCli, BadWorkspaceStopsBeforeTheFirstEpoch) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
 }
 
+TEST(ResumeAuto, StartsFreshResumesTheNewestAndSkipsACorruptOne) {
+  TempDir dir;
+  write_synthetic_mnist(dir / "data", 600, 100, 2);
+  const std::string common = "train --data-dir " + quote((dir / "data").string()) +
+                             " --workspace none --checkpoint-every 1 --resume-from auto";
+  auto r = dtrain(dir, common + " --epochs 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no checkpoint in"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("starting fresh"), std::string::npos) << r.output;
+
+  // Leftovers of a killed run's atomic writes are removed at start.
+  write_bytes(dir / "outputs" / "checkpoints" / "ckpt-epoch-000003.pt.tmp.AbC123", "partial");
+  write_bytes(dir / "outputs" / "metrics.jsonl.tmp.XyZ789", "partial");
+  r = dtrain(dir, common + " --epochs 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("after epoch 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("removed 2 stale temporary files"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "outputs" / "metrics.jsonl.tmp.XyZ789"));
+  EXPECT_EQ(read_jsonl(dir / "outputs" / "metrics.jsonl").size(), 3u);
+
+  // The newest checkpoint is corrupt: said loudly, the one before it is used.
+  const fs::path newest = dir / "outputs" / "checkpoints" / "ckpt-epoch-000003.pt";
+  write_bytes(newest, read_text(newest).substr(0, 200));
+  r = dtrain(dir, common + " --epochs 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cannot resume from outputs/checkpoints/ckpt-epoch-000003.pt"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("after epoch 2"), std::string::npos) << r.output;
+  EXPECT_EQ(read_jsonl(dir / "outputs" / "metrics.jsonl").size(), 4u);
+
+  // Checkpoints that exist but none loads (another architecture): exit 2, not a fresh start.
+  r = dtrain(dir, common + " --epochs 5 --first-layer-neurons 17");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("none of the"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace dtrain::testing

@@ -155,8 +155,7 @@ int remove_stale_temp_files(const fs::path& dir) {
   std::vector<fs::path> stale;
   for (auto it = fs::recursive_directory_iterator(dir, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file() &&
-        it->path().filename().string().find(".tmp.") != std::string::npos) {
+    if (it->is_regular_file() && is_temp_file_name(it->path().filename().string())) {
       stale.push_back(it->path());
     }
   }

@@ -124,4 +124,8 @@ std::string sha256_hex(std::string_view bytes) {
   return out;
 }
 
+bool is_temp_file_name(const std::string& file_name) {
+  return file_name.find(".tmp.") != std::string::npos;
+}
+
 }  // namespace dtrain

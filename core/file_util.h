@@ -13,6 +13,10 @@ namespace dtrain {
 /// Creates missing parent folders. Throws IoError naming the path on failure.
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
 
+/// True for the name of a temporary file that write_file_atomic (or another temp + rename
+/// writer) leaves behind when interrupted: "<name>.tmp.<suffix>".
+bool is_temp_file_name(const std::string& file_name);
+
 /// A fresh folder (mkdtemp: unique, unpredictable name) under `parent`, removed with everything
 /// in it when this object goes. Throws IoError naming the folder if it cannot be created.
 class ScopedTempDir {

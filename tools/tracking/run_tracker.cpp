@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "core/file_util.h"
+
 namespace dtrain::tracking {
 namespace fs = std::filesystem;
 
@@ -75,7 +77,7 @@ std::pair<int64_t, int64_t> RunTracker::upload_outputs(const fs::path& outputs,
       continue;
     }
     // Temporary files of interrupted atomic writes are not results.
-    if (it->is_regular_file() && rel.filename().string().find(".tmp.") == std::string::npos) {
+    if (it->is_regular_file() && !is_temp_file_name(rel.filename().string())) {
       paths.push_back(it->path());
     }
   }

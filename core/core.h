@@ -3,6 +3,7 @@
 
 #include "core/checkpoint.h"
 #include "core/data_source.h"
+#include "core/device.h"
 #include "core/errors.h"
 #include "core/file_util.h"
 #include "core/gradient_sync.h"

@@ -16,6 +16,13 @@ enum class ReduceOp { kSum, kAverage };
 /// MPI_Allreduce (kept as the reference).
 enum class AllreduceAlgorithm { kRing, kMpi };
 
+/// How long a collective may wait for its peers: a warning naming what is waited for every
+/// warning_seconds, then CommError (and the backend's abort) at abort_seconds.
+struct StallOptions {
+  double warning_seconds = 60;
+  double abort_seconds = 600;
+};
+
 /// Collectives on contiguous CPU (MPI) or CUDA (NCCL) tensors of float32, float16, float64,
 /// int32 or int64. Every rank must call the same collectives in the same order with tensors of
 /// the same size and dtype. Errors throw CommError naming the call, the rank and the reason.

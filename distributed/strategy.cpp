@@ -92,7 +92,8 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
           "build lacks (rebuild with -DDTRAIN_WITH_NCCL=ON)");
     }
     options.algorithm = "nccl";
-    return std::make_unique<AllreduceSync>(make_nccl_communicator(std::move(mpi)), options);
+    return std::make_unique<AllreduceSync>(
+        make_nccl_communicator(std::move(mpi), device.index(), stall), options);
   }
   options.algorithm = config.allreduce;
   return std::make_unique<AllreduceSync>(std::move(mpi), options);

@@ -30,19 +30,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// The process's device (core/device.h), logged with where the choice came from.
 torch::Device pick_device(const std::string& requested) {
-  const bool cuda = torch::cuda::is_available();
-  if (requested == "cuda" && !cuda) {
-    throw ConfigError("--device cuda: LibTorch sees no CUDA device (this LibTorch build " +
-                      std::string(cuda ? "has" : "may lack") + " CUDA support)");
+  const LocalPlacement local = local_placement_from_environment();
+  const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  const torch::Device device = choose_device(requested, gpus, local);
+  if (device.is_cuda()) {
+    spdlog::info("local rank {} of {} on this host uses {} ({} visible GPU{})", local.rank,
+                 local.size, device.str(), gpus, gpus == 1 ? "" : "s");
   }
-  if (requested == "cuda" || (requested == "auto" && cuda)) {
-    spdlog::warn(
-        "running on CUDA: dtrain's CUDA path is compiled in CI but not tested there "
-        "(no GPU on the CI machines)");
-    return torch::Device(torch::kCUDA, 0);
-  }
-  return torch::Device(torch::kCPU);
+  return device;
 }
 
 /// outputs/model (weights, model.json, model.onnx), run.json and curves.png.

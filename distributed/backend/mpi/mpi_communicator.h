@@ -24,11 +24,6 @@ void ensure_mpi_initialized();
 /// (MPI_Abort); returns otherwise. Used when one rank fails alone, so the others do not hang.
 void abort_mpi_job(int exit_code);
 
-struct StallOptions {
-  double warning_seconds = 60;
-  double abort_seconds = 600;
-};
-
 class MpiCommunicator : public Communicator {
  public:
   explicit MpiCommunicator(AllreduceAlgorithm algorithm = AllreduceAlgorithm::kRing,

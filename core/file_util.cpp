@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,6 +35,32 @@ void write_all(int fd, std::string_view bytes, const fs::path& path) {
 }
 
 }  // namespace
+
+void check_output_folder(const fs::path& dir, std::uint64_t needed_bytes, const std::string& flag) {
+  const std::string where = flag + " " + dir.string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir, ec)) {
+    throw ConfigError(where + ": cannot create the folder: " +
+                      (ec ? ec.message() : "a file of that name is in the way"));
+  }
+  try {
+    const fs::path probe = dir / ".dtrain-write-check";
+    write_file_atomic(probe, "dtrain checks that this folder takes writes\n");
+    fs::remove(probe, ec);
+  } catch (const IoError& e) {
+    throw ConfigError(where + ": not writable: " + e.what());
+  }
+  struct statvfs st {};
+  if (::statvfs(dir.c_str(), &st) == 0) {
+    const auto free_bytes = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+    if (free_bytes < needed_bytes) {
+      throw ConfigError(where + ": " + std::to_string(free_bytes / 1024) +
+                        " KiB free on its file system, but a checkpoint needs about " +
+                        std::to_string(needed_bytes / 1024) + " KiB");
+    }
+  }
+}
 
 ScopedTempDir::ScopedTempDir(const fs::path& parent, const std::string& prefix) {
   std::error_code ec;

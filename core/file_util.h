@@ -13,6 +13,12 @@ namespace dtrain {
 /// Creates missing parent folders. Throws IoError naming the path on failure.
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
 
+/// Fails fast on an output folder that cannot take a run's files: creates `dir`, writes, fsyncs
+/// and removes a probe file in it, and checks that the file system has at least `needed_bytes`
+/// free. Throws ConfigError (exit 2) naming `flag`, the folder and the reason.
+void check_output_folder(const std::filesystem::path& dir, std::uint64_t needed_bytes,
+                         const std::string& flag);
+
 /// True for the name of a temporary file that write_file_atomic (or another temp + rename
 /// writer) leaves behind when interrupted: "<name>.tmp.<suffix>".
 bool is_temp_file_name(const std::string& file_name);

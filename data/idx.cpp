@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <vector>
 
 #include "core/errors.h"
 #include "core/file_util.h"
@@ -170,7 +172,7 @@ IdxHeader parse_idx_header(std::string_view bytes, const std::string& name) {
     if (d == 0) {
       throw DataError(name + ": IDX dimension " + std::to_string(i) + " is 0 (expected >= 1)");
     }
-    if (d > kMaxPayloadBytes || total * d > kMaxPayloadBytes) {
+    if (d > kMaxPayloadBytes / total) {  // total * d, overflow-free: total >= 1
       throw DataError(name + ": IDX dimensions are absurd: dimension " + std::to_string(i) +
                       " is " + std::to_string(d) + ", making more than " +
                       std::to_string(kMaxPayloadBytes) + " bytes");
@@ -188,26 +190,56 @@ torch::Tensor parse_idx(std::string_view bytes, const std::string& name) {
   return tensor_from_payload(h, bytes.data() + header_bytes);
 }
 
-torch::Tensor read_idx(const fs::path& path) {
+IdxHeader read_idx_header(const fs::path& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) throw DataError(path.string() + ": no such file");
   if (!is_gzip(path)) {
-    // Check the header against the file size before reading the payload.
+    // Checked against the file size, so a header is only returned for a file of the right size.
     std::ifstream in(path, std::ios::binary);
     std::string head(4 + 4 * kMaxDims, '\0');
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     head.resize(static_cast<size_t>(in.gcount()));
     IdxHeader h = parse_idx_header(head, path.string());
     check_size(h, 4 + 4 * h.dims.size(), fs::file_size(path), path.string());
+    return h;
+  }
+  // Only the first inflated chunk (at most 1 MiB) is produced to read the header.
+  const std::string name = path.string() + " (gzip)";
+  return parse_idx_header(gunzip(read_file(path, kMaxFileBytes), name, 4 + 4 * kMaxDims, false),
+                          name);
+}
+
+torch::Tensor read_idx(const fs::path& path) {
+  if (!is_gzip(path)) {
+    read_idx_header(path);  // header against file size before the payload is read
     return parse_idx(read_file(path, kMaxFileBytes), path.string());
   }
   // gzip: read the header first, then inflate no more than it promises (plus the chunk that
   // shows trailing data), never an unbounded stream.
   const std::string name = path.string() + " (gzip)";
   const std::string compressed = read_file(path, kMaxFileBytes);
-  IdxHeader h = parse_idx_header(gunzip(compressed, name, 4 + 4 * kMaxDims), name);
+  IdxHeader h = parse_idx_header(gunzip(compressed, name, 4 + 4 * kMaxDims, false), name);
   const uint64_t header_bytes = 4 + 4 * h.dims.size();
-  return parse_idx(gunzip(compressed, name, header_bytes + h.payload_bytes()), name);
+  const uint64_t expected = header_bytes + h.payload_bytes();
+  // First pass: count what the stream holds, keeping nothing, so that a stream shorter or longer
+  // than its header promises is refused before anything of that size is allocated.
+  const uint64_t actual =
+      inflate_stream(compressed, name, expected, true, [](const char*, size_t) {});
+  check_size(h, header_bytes, actual, name);
+  // Second pass: straight into the tensor.
+  auto t = torch::empty(h.dims, torch::TensorOptions().dtype(dtype_of(h.type)));
+  char* dst = static_cast<char*>(t.data_ptr());
+  uint64_t pos = 0;
+  inflate_stream(compressed, name, expected, true, [&](const char* p, size_t n) {
+    const uint64_t end = pos + n;
+    if (end > header_bytes) {
+      const uint64_t from = std::max(pos, header_bytes);
+      std::memcpy(dst + (from - header_bytes), p + (from - pos), end - from);
+    }
+    pos = end;
+  });
+  swap_to_host(t.data_ptr(), static_cast<size_t>(t.numel()), idx_element_size(h.type));
+  return t;
 }
 
 std::string encode_idx(const torch::Tensor& tensor) {
@@ -230,7 +262,8 @@ std::string encode_idx(const torch::Tensor& tensor) {
   return out;
 }
 
-std::string gunzip(std::string_view gz, const std::string& name, uint64_t limit) {
+uint64_t inflate_stream(std::string_view gz, const std::string& name, uint64_t limit,
+                        bool whole_stream, const std::function<void(const char*, size_t)>& sink) {
   if (gz.size() > std::numeric_limits<uInt>::max()) {
     throw DataError(name + ": compressed file of " + std::to_string(gz.size()) +
                     " bytes is larger than dtrain reads (4 GiB)");
@@ -239,24 +272,38 @@ std::string gunzip(std::string_view gz, const std::string& name, uint64_t limit)
   if (inflateInit2(&zs, 15 + 32) != Z_OK) throw IoError("inflateInit2 failed");
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
   zs.avail_in = static_cast<uInt>(gz.size());
-  std::string out;
   constexpr size_t kChunk = size_t{1} << 20;
+  std::vector<char> chunk(kChunk);
+  uint64_t total = 0;
   int rc = Z_OK;
-  while (rc != Z_STREAM_END && out.size() <= limit) {
-    const size_t old = out.size();
-    out.resize(old + kChunk);
-    zs.next_out = reinterpret_cast<Bytef*>(out.data() + old);
+  while (rc != Z_STREAM_END && total <= limit) {
+    zs.next_out = reinterpret_cast<Bytef*>(chunk.data());
     zs.avail_out = static_cast<uInt>(kChunk);
     rc = inflate(&zs, Z_NO_FLUSH);
-    out.resize(old + kChunk - zs.avail_out);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       inflateEnd(&zs);
       throw DataError(name + (rc == Z_BUF_ERROR
                                   ? ": gzip stream is truncated"
                                   : ": corrupt gzip data (zlib error " + std::to_string(rc) + ")"));
     }
+    const size_t produced = kChunk - zs.avail_out;
+    sink(chunk.data(), produced);
+    total += produced;
   }
+  const uInt trailing = zs.avail_in;
   inflateEnd(&zs);
+  if (whole_stream && rc == Z_STREAM_END && trailing > 0) {
+    throw DataError(name + ": " + std::to_string(trailing) +
+                    " bytes of trailing data after the end of the gzip stream (the raw reader "
+                    "refuses trailing bytes too)");
+  }
+  return total;
+}
+
+std::string gunzip(std::string_view gz, const std::string& name, uint64_t limit,
+                   bool whole_stream) {
+  std::string out;
+  inflate_stream(gz, name, limit, whole_stream, [&](const char* p, size_t n) { out.append(p, n); });
   return out;
 }
 

@@ -1,6 +1,7 @@
 #include "data/mnist.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
 #include "core/errors.h"
@@ -13,6 +14,12 @@ namespace {
 
 constexpr int64_t kNumClasses = 10;
 constexpr int kMaxSearchDepth = 8;
+
+std::string fmt_hex(int v) {
+  char buf[8];
+  std::snprintf(buf, sizeof(buf), "%02x", v);
+  return buf;
+}
 
 fs::path find_one(const fs::path& dir, const std::string& base) {
   std::vector<std::pair<int, fs::path>> found;  // (depth * 2 + is_gz, path)
@@ -54,8 +61,58 @@ MnistFiles find_mnist_files(const fs::path& dir, Split split) {
           find_one(dir, prefix + "-labels-idx1-ubyte")};
 }
 
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& dims, size_t from) {
+  std::string s;
+  for (size_t i = from; i < dims.size(); ++i) s += (i > from ? "x" : "") + std::to_string(dims[i]);
+  return s;
+}
+
+/// The headers of one split, checked against each other (kinds, dimensions, counts).
+std::pair<IdxHeader, IdxHeader> split_headers(const MnistFiles& files) {
+  const IdxHeader images = read_idx_header(files.images);
+  const IdxHeader labels = read_idx_header(files.labels);
+  if (images.type != IdxType::kUInt8 || images.dims.size() < 2) {
+    throw DataError(files.images.string() +
+                    ": expected unsigned-byte images with at least 2 dimensions (N x rows x "
+                    "cols), the header says type 0x" +
+                    fmt_hex(static_cast<int>(images.type)) + " with " +
+                    std::to_string(images.dims.size()) + " dimension(s)");
+  }
+  if (labels.type != IdxType::kUInt8 || labels.dims.size() != 1) {
+    throw DataError(files.labels.string() +
+                    ": expected a 1-dimensional unsigned-byte label file, the header says type "
+                    "0x" +
+                    fmt_hex(static_cast<int>(labels.type)) + " with " +
+                    std::to_string(labels.dims.size()) + " dimension(s)");
+  }
+  if (images.dims[0] != labels.dims[0]) {
+    throw DataError(files.images.string() + " declares " + std::to_string(images.dims[0]) +
+                    " images but " + files.labels.string() + " declares " +
+                    std::to_string(labels.dims[0]) + " labels (checked before reading either)");
+  }
+  return {images, labels};
+}
+
+}  // namespace
+
+void check_mnist_splits(const fs::path& dir) {
+  const MnistFiles train = find_mnist_files(dir, Split::kTrain);
+  const MnistFiles test = find_mnist_files(dir, Split::kTest);
+  const IdxHeader a = split_headers(train).first;
+  const IdxHeader b = split_headers(test).first;
+  const std::string sa = shape_text(a.dims, 1), sb = shape_text(b.dims, 1);
+  if (sa != sb) {
+    throw DataError(train.images.string() + " holds " + sa + " images but " + test.images.string() +
+                    " holds " + sb +
+                    " images: the training and test splits must have the same image shape");
+  }
+}
+
 MnistDataset::MnistDataset(const fs::path& dir, Split split) {
   const MnistFiles files = find_mnist_files(dir, split);
+  split_headers(files);  // every header checked before any payload is read or inflated
   images_ = read_idx(files.images);
   labels_ = read_idx(files.labels);
   check(files.images.string(), files.labels.string());

@@ -21,6 +21,11 @@ struct MnistFiles {
 /// missing file; prefers the shallowest match, raw over .gz.
 MnistFiles find_mnist_files(const std::filesystem::path& dir, Split split);
 
+/// Reads the four headers under `dir` (see find_mnist_files) and cross-checks them before any
+/// payload is read: image and label counts of each split, element types, and the image shape of
+/// the training split against the test split's. Throws DataError naming the files.
+void check_mnist_splits(const std::filesystem::path& dir);
+
 /// Images kept as uint8 [N, rows*cols]; batches are converted to float in [0, 1] on demand, so
 /// memory stays near the size of the files.
 class MnistDataset : public BatchSource {

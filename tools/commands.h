@@ -11,5 +11,6 @@ int cluster_command(int argc, char** argv);
 int runs_command(int argc, char** argv);
 int model_command(int argc, char** argv);
 int sweep_command(int argc, char** argv);
+int launch_command(int argc, char** argv);
 
 }  // namespace dtrain::cli

@@ -30,6 +30,7 @@ constexpr const char* kUsage =
     "  runs        list, show, compare, delete, restore and download tracked runs\n"
     "  model       register, list, show, alias, tag, delete and download models\n"
     "  sweep       hyperparameter sweeps of train trials (--spec FILE, or --resume ID)\n"
+    "  launch      run a command, restarting it when it fails (--max-restarts N -- COMMAND...)\n"
     "\n"
     "Run 'dtrain <command> --help' for a command's flags.\n";
 
@@ -55,6 +56,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "runs") return dtrain::cli::runs_command(argc - 1, argv + 1);
   if (cmd == "model") return dtrain::cli::model_command(argc - 1, argv + 1);
   if (cmd == "sweep") return dtrain::cli::sweep_command(argc - 1, argv + 1);
+  if (cmd == "launch") return dtrain::cli::launch_command(argc - 1, argv + 1);
   std::cerr << "dtrain: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

@@ -42,6 +42,16 @@ torch::Device pick_device(const std::string& requested) {
   return device;
 }
 
+/// About what one checkpoint of `model` takes: the weights and up to two optimizer moments, as
+/// float32, plus metadata.
+uint64_t checkpoint_bytes_estimate(const Model& model) {
+  uint64_t bytes = 0;
+  for (const auto& p : model.module->parameters()) {
+    bytes += static_cast<uint64_t>(p.numel()) * static_cast<uint64_t>(p.element_size());
+  }
+  return 3 * bytes + (uint64_t{1} << 20);
+}
+
 /// outputs/model (weights, model.json, model.onnx), run.json and curves.png.
 void write_results(const RunConfig& config, Trainer& trainer,
                    const std::vector<EpochMetrics>& history, const torch::Device& device,
@@ -214,6 +224,7 @@ int train_command(int argc, char** argv) {
     tracker = std::make_unique<tracking::RunTracker>(config.workspace);
   }
 
+  data::check_mnist_splits(config.data_dir);
   data::MnistDataset train_set(config.data_dir, data::Split::kTrain);
   data::MnistDataset test_set(config.data_dir, data::Split::kTest);
   data::ShuffleSampler train_sampler(
@@ -227,8 +238,9 @@ int train_command(int argc, char** argv) {
     spdlog::info("model: {}; {} training and {} test samples", arch.str(), train_set.size(),
                  test_set.size());
   }
-  Trainer trainer(config, model, device, sync.get());
   const fs::path out(config.output_dir);
+  if (sync->is_writer()) check_output_folder(out, checkpoint_bytes_estimate(model), "--output-dir");
+  Trainer trainer(config, model, device, sync.get());
   if (sync->is_writer()) {
     if (const int n = remove_stale_temp_files(out)) {
       spdlog::info("removed {} stale temporary file{} (*.tmp.*) left in {} by an interrupted run",

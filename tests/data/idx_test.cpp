@@ -110,6 +110,20 @@ TEST(Idx, TruncatedAndTrailing) {
   expect_data_error(dir / "trailing.gz", "(trailing bytes)");
 }
 
+TEST(Idx, DimensionsWhoseProductOverflowsAreADataError) {
+  // 2^32-1 x 2^32-1 x 16 bytes: each factor fits in 64 bits, the product does not.
+  EXPECT_THROW(parse_idx_header(header(0x0E, {0xFFFFFFFFu, 0xFFFFFFFFu, 16}), "x"), DataError);
+  EXPECT_THROW(parse_idx_header(header(0x08, {65536, 65536, 65536, 65536}), "x"), DataError);
+}
+
+TEST(Idx, GzipWithJunkAfterTheStreamIsRefused) {
+  TempDir dir;
+  write_bytes(dir / "junk.gz", gzip_compress(header(0x08, {3}) + "abc") + "junk");
+  expect_data_error(dir / "junk.gz", "trailing data after the end of the gzip stream");
+  write_bytes(dir / "ok.gz", gzip_compress(header(0x08, {3}) + "abc"));
+  EXPECT_EQ(read_idx(dir / "ok.gz").numel(), 3);
+}
+
 TEST(Idx, CorruptGzip) {
   TempDir dir;
   std::string gz = gzip_compress(header(0x08, {1000}) + std::string(1000, 'a'));

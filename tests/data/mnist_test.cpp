@@ -2,6 +2,12 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <sys/resource.h>
+#include <zlib.h>
+
+#include <fstream>
+#include <iostream>
+
 #include "core/errors.h"
 #include "data/idx.h"
 #include "data/mnist.h"
@@ -53,10 +59,87 @@ TEST(Mnist, CountMismatchNamesBothFiles) {
     FAIL();
   } catch (const DataError& e) {
     const std::string w = e.what();
-    EXPECT_NE(w.find("has 20 images"), std::string::npos) << w;
-    EXPECT_NE(w.find("has 19 labels"), std::string::npos) << w;
+    EXPECT_NE(w.find("declares 20 images"), std::string::npos) << w;
+    EXPECT_NE(w.find("declares 19 labels"), std::string::npos) << w;
     EXPECT_NE(w.find("train-labels-idx1-ubyte"), std::string::npos) << w;
   }
+}
+
+TEST(Mnist, SplitsOfDifferentImageShapesAreRefusedNamingBothFiles) {
+  TempDir dir;
+  write_split(dir.path(), "train", 20, 20, false);
+  write_bytes(dir / "t10k-images-idx3-ubyte",
+              encode_idx(torch::zeros({10, 20, 20}, torch::kUInt8)));
+  write_bytes(dir / "t10k-labels-idx1-ubyte", encode_idx(torch::zeros({10}, torch::kUInt8)));
+  try {
+    check_mnist_splits(dir.path());
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("28x28"), std::string::npos) << w;
+    EXPECT_NE(w.find("20x20"), std::string::npos) << w;
+    EXPECT_NE(w.find("t10k-images-idx3-ubyte"), std::string::npos) << w;
+  }
+  write_split(dir.path(), "t10k", 10, 10, true);  // .gz beside the raw ones: raw is preferred
+  EXPECT_THROW(check_mnist_splits(dir.path()), DataError);
+  std::filesystem::remove(dir / "t10k-images-idx3-ubyte");
+  std::filesystem::remove(dir / "t10k-labels-idx1-ubyte");
+  EXPECT_NO_THROW(check_mnist_splits(dir.path()));
+}
+
+// A gzip bomb: 3 MB of .gz whose header declares 4,000,000 images, followed by 400 MB of
+// zeros (not the 3.1 GB promised). Refused without holding what it inflates to.
+void write_bomb(const std::filesystem::path& path) {
+  std::ofstream out(path, std::ios::binary);
+  z_stream zs{};
+  ASSERT_EQ(deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string in = encode_idx(torch::zeros({1, 28, 28}, torch::kUInt8)).substr(0, 16);
+  in[4] = 0, in[5] = 0x3d, in[6] = 0x09, in[7] = 0x00;  // 4,000,000 images
+  std::vector<char> buf(1 << 20);
+  for (int chunk = 0; chunk <= 400; ++chunk) {
+    if (chunk > 0) in.assign(1 << 20, '\0');
+    zs.next_in = reinterpret_cast<Bytef*>(in.data());
+    zs.avail_in = static_cast<uInt>(in.size());
+    const int flush = chunk == 400 ? Z_FINISH : Z_NO_FLUSH;
+    do {
+      zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+      zs.avail_out = static_cast<uInt>(buf.size());
+      deflate(&zs, flush);
+      out.write(buf.data(), static_cast<std::streamsize>(buf.size() - zs.avail_out));
+    } while (zs.avail_out == 0);
+  }
+  deflateEnd(&zs);
+}
+
+int64_t peak_rss_kib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+TEST(Mnist, GzipBombIsRefusedWithoutInflatingIt) {
+  TempDir dir;
+  write_bomb(dir / "train-images-idx3-ubyte.gz");
+  const int64_t baseline = peak_rss_kib();
+  // Labels that disagree: refused from the headers alone.
+  write_bytes(dir / "train-labels-idx1-ubyte", encode_idx(torch::zeros({60000}, torch::kUInt8)));
+  try {
+    MnistDataset ds(dir.path(), Split::kTrain);
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("declares 4000000 images"), std::string::npos) << e.what();
+  }
+  // Labels that agree: the stream is counted (keeping nothing) and found short.
+  write_bytes(dir / "train-labels-idx1-ubyte", encode_idx(torch::zeros({4000000}, torch::kUInt8)));
+  try {
+    MnistDataset ds(dir.path(), Split::kTrain);
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("(truncated)"), std::string::npos) << e.what();
+  }
+  const int64_t grew_mib = (peak_rss_kib() - baseline) / 1024;
+  std::cout << "peak memory over the baseline while refusing the bomb: " << grew_mib << " MiB\n";
+  EXPECT_LT(grew_mib, 100);
 }
 
 TEST(Mnist, LabelOutOfRange) {

@@ -3,6 +3,8 @@
 #include <torch/nn/module.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 #include "core/checkpoint.h"
@@ -52,6 +54,29 @@ TEST(Cli, MissingDataExitsTwoNamingTheFolder) {
   TempDir dir;
   expect_usage_error("train --data-dir " + (dir / "nowhere").string(), "nowhere");
   expect_usage_error("train --data-folder " + dir.path().string(), "train-images-idx3-ubyte");
+}
+
+TEST(Cli, UnusableOutputFolderFailsBeforeTheFirstStep) {
+  TempDir data, dir;
+  testing::write_synthetic_mnist(data.path(), 100, 20, 1);
+  const std::string base = "train --epochs 1 --workspace none --data-dir " + data.path().string();
+  std::ofstream(dir / "a-file") << "x";
+  expect_usage_error(base + " --output-dir " + (dir / "a-file").string(), "a-file");
+  expect_usage_error(base + " --output-dir " + (dir / "a-file" / "below").string(), "a-file");
+
+  // A file system too small for a checkpoint (784-300-100-10 takes about 1 MB a copy).
+  const auto small = dir / "small";
+  std::filesystem::create_directories(small);
+  if (std::system(
+          ("mount -t tmpfs -o size=512k tmpfs " + small.string() + " 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root); the full-disk case is not tested";
+  }
+  CommandResult r = dtrain(base + " --output-dir " + small.string(), 60);
+  std::system(("umount " + small.string()).c_str());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("KiB free"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(small.string()), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("epoch 1"), std::string::npos) << "no epoch ran:\n" << r.output;
 }
 
 TEST(Cli, HelpExitsZero) {

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "run_outputs.h"
@@ -144,6 +146,73 @@ TEST_F(DistributedCli, StalledRankIsNamedThenTheJobAborts) {
   EXPECT_NE(r.output.find("waiting for rank(s) 2"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("stall-abort-seconds"), std::string::npos) << r.output;
   EXPECT_LT(took, std::chrono::seconds(60)) << r.output;
+}
+
+TEST_F(DistributedCli, StalledRankZeroIsReportedWithinASecondOfTheLimit) {
+  TempDir out;
+  CommandResult r = mpirun(2,
+                           "train --distributed ring --epochs 50 --batch-size 10 "
+                           "--stall-warning-seconds 2 --stall-abort-seconds 6" +
+                               common(out.path()),
+                           120, "-x DTRAIN_FAULT_INJECT=stall:0:4");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(--stall-abort-seconds 6)"), std::string::npos) << r.output;
+  const std::regex stalled(R"(stalled for (\d+) s on rank 1 waiting for rank\(s\) 0)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.output, m, stalled)) << r.output;
+  EXPECT_GE(std::stoi(m[1]), 6) << r.output;
+  EXPECT_LE(std::stoi(m[1]), 7) << r.output;
+}
+
+// torchrun --max-restarts: a rank is killed (SIGKILL) in two attempts; the third completes, with
+// the weights of a run that was never interrupted.
+TEST_F(DistributedCli, LaunchRestartsAKilledRingJobToTheUninterruptedWeights) {
+  TempDir plain, restarted, scripts;
+  const std::string train =
+      "train --distributed ring --epochs 4 --batch-size 10 "
+      "--checkpoint-every 1 --workspace none";
+  CommandResult a = mpirun(2, train + common(plain.path()));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  // 400 samples, 2 ranks of batch 10: 20 steps an epoch. Each attempt counts steps from its own
+  // start, so step 30 falls in epoch 2 in the first attempt and in epoch 3 in the second.
+  const auto script = scripts / "job.sh";
+  std::ofstream(script) << "case \"$DTRAIN_RESTART_COUNT\" in 0|1) f=kill:1:30 ;; *) f= ;; esac\n"
+                        << "exec " << kMpirun << "-x DTRAIN_FAULT_INJECT=$f -np 2 "
+                        << testing::dtrain_binary() << " " << train << " --resume-from auto"
+                        << common(restarted.path()) << "\n";
+  CommandResult b =
+      single("launch --max-restarts 3 --restart-backoff 0.5 -- sh " + script.string(), 300);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("restart 1 of 3"), std::string::npos) << b.output;
+  EXPECT_NE(b.output.find("restart 2 of 3"), std::string::npos) << b.output;
+  EXPECT_EQ(b.output.find("restart 3 of 3"), std::string::npos) << b.output;
+  EXPECT_NE(b.output.find("succeeded after 2 restarts"), std::string::npos) << b.output;
+  EXPECT_TRUE(torch::equal(weights(plain / "model"), weights(restarted / "model")))
+      << "max abs diff "
+      << (weights(plain / "model") - weights(restarted / "model")).abs().max().item<double>();
+}
+
+TEST(Launch, UsageErrorsAreNotRetriedAndBadFlagsExitTwo) {
+  TempDir dir;
+  const auto counter = dir / "count";
+  CommandResult r = single("launch --max-restarts 5 --restart-backoff 0 -- sh -c 'echo x >> " +
+                               counter.string() + "; exit 2'",
+                           60);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(testing::read_text(counter), "x\n") << "exit 2 must not be retried";
+  r = single("launch --max-restarts 2 --restart-backoff 0 -- sh -c 'echo x >> " + counter.string() +
+                 "; kill -9 $$'",
+             60);
+  EXPECT_EQ(r.exit_code, 137) << r.output;
+  EXPECT_EQ(testing::read_text(counter), "x\nx\nx\nx\n") << "1 + 2 restarts";
+  EXPECT_NE(r.output.find("killed by SIGKILL"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no restarts left"), std::string::npos) << r.output;
+  for (const char* bad : {"launch --max-restarts -1 -- true", "launch --max-restarts x -- true",
+                          "launch --restart-backoff nan -- true", "launch --max-restarts 2",
+                          "launch -- /no/such/program"}) {
+    r = single(bad, 60);
+    EXPECT_EQ(r.exit_code, 2) << bad << "\n" << r.output;
+  }
 }
 
 TEST_F(DistributedCli, NonFiniteGradientOnOneRankIsSkippedByAll) {

@@ -126,10 +126,13 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 // Polls `reqs` until all complete. `rank_of(i)` names the peer of request i. Warns every
-// warning_seconds about the peers still missing and throws CommError after abort_seconds.
+// warning_seconds about the peers still missing and throws CommError after abort_seconds (plus
+// `grace`: how much later than the coordinator a waiting rank gives up; the message quotes the
+// configured limit).
 void wait_with_stall_check(std::vector<MPI_Request>& reqs,
                            const std::function<int(size_t)>& rank_of, const StallOptions& stall,
-                           const std::string& what, int my_rank) {
+                           const std::string& what, int my_rank, double grace = 0) {
+  const double abort_after = stall.abort_seconds + grace;
   const auto start = Clock::now();
   auto next_warning = start + std::chrono::duration<double>(stall.warning_seconds);
   std::vector<bool> done(reqs.size(), false);
@@ -150,7 +153,7 @@ void wait_with_stall_check(std::vector<MPI_Request>& reqs,
       for (size_t i = 0; i < done.size(); ++i)
         if (!done[i]) missing.push_back(rank_of(i));
       const double waited = std::chrono::duration<double>(now - start).count();
-      if (waited >= stall.abort_seconds) {
+      if (waited >= abort_after) {
         throw CommError(what + ": stalled for " + std::to_string(static_cast<int>(waited)) +
                         " s on rank " + std::to_string(my_rank) + " waiting for rank(s) " +
                         rank_list(missing) + " (--stall-abort-seconds " +
@@ -159,9 +162,9 @@ void wait_with_stall_check(std::vector<MPI_Request>& reqs,
       }
       spdlog::warn(
           "{}: stalled for {:.0f} s on rank {}: waiting for rank(s) {} (abort after {:.0f} s)",
-          what, waited, my_rank, rank_list(missing), stall.abort_seconds);
+          what, waited, my_rank, rank_list(missing), abort_after);
       next_warning = std::min(now + std::chrono::duration<double>(stall.warning_seconds),
-                              start + std::chrono::duration<double>(stall.abort_seconds));
+                              start + std::chrono::duration<double>(abort_after));
     }
     // Busy-poll like a blocking MPI call for the first 100 ms (peers usually arrive within a
     // step's compute time; sleeping here cost ~3 ms a step in sleep/wake latency), then back off.
@@ -382,11 +385,11 @@ std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::
     MPI_CHECK(MPI_Isend(&signature, 1, MPI_UINT64_T, 0, kTagSignature, coord_comm_, &reqs[0]));
     MPI_CHECK(MPI_Irecv(&verdict, 1, MPI_UINT64_T, 0, kTagVerdict, coord_comm_, &reqs[1]));
     std::vector<MPI_Request> v(reqs, reqs + 2);
-    // Rank 0 names the missing ranks and aborts first; the others give it a grace period.
-    StallOptions mine = stall_;
-    mine.abort_seconds += 10;
+    // Rank 0 names the missing ranks and aborts the job at the limit; the others give it one
+    // second more, so that a stalled rank 0 is still reported within a second of the limit.
     wait_with_stall_check(
-        v, [](size_t) { return 0; }, mine, what + " (rank 0 coordinates)", rank_);
+        v, [](size_t) { return 0; }, stall_, what + " (rank 0 coordinates)", rank_,
+        /*grace=*/1.0);
   }
   return verdict ? gather_mismatch(describe(), what) : "";
 }

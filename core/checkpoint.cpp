@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <mutex>
 #include <regex>
+#include <tuple>
 
 #include "core/errors.h"
 #include "core/file_util.h"
@@ -105,6 +106,10 @@ CheckpointMeta parse_meta(const fs::path& path, torch::serialize::InputArchive& 
     meta.optimizer = j.at("optimizer").get<std::string>();
     for (const auto& m : j.at("history")) meta.history.push_back(EpochMetrics::from_json(m));
     meta.extra = j.value("extra", nlohmann::json::object());
+    if (j.contains("partial_epoch") && !j["partial_epoch"].is_null()) {
+      meta.partial_epoch = j["partial_epoch"];
+      if (!meta.partial_epoch.is_object()) throw CheckpointError("partial_epoch is not an object");
+    }
     if (meta.epoch < 0) throw CheckpointError("negative epoch");
     return meta;
   } catch (const std::exception& e) {
@@ -123,28 +128,38 @@ std::string archive_bytes(torch::serialize::OutputArchive& archive) {
   return bytes;
 }
 
-std::string checkpoint_file_name(int64_t epoch) {
-  char name[64];
-  std::snprintf(name, sizeof(name), "ckpt-epoch-%06lld.pt", static_cast<long long>(epoch));
+std::string checkpoint_file_name(int64_t epoch, int64_t steps) {
+  char name[80];
+  if (steps > 0) {
+    std::snprintf(name, sizeof(name), "ckpt-epoch-%06lld-step-%06lld.pt",
+                  static_cast<long long>(epoch), static_cast<long long>(steps));
+  } else {
+    std::snprintf(name, sizeof(name), "ckpt-epoch-%06lld.pt", static_cast<long long>(epoch));
+  }
   return name;
 }
 
-std::vector<fs::path> list_checkpoints(const fs::path& dir) {
-  static const std::regex pattern(R"(ckpt-epoch-(\d+)\.pt)");
-  std::vector<std::pair<long long, fs::path>> found;
+std::vector<CheckpointFile> find_checkpoints(const fs::path& dir) {
+  static const std::regex pattern(R"(ckpt-epoch-(\d{1,15})(?:-step-(\d{1,15}))?\.pt)");
+  std::vector<CheckpointFile> found;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return {};
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::smatch m;
     const std::string name = entry.path().filename().string();
     if (entry.is_regular_file() && std::regex_match(name, m, pattern)) {
-      found.emplace_back(std::stoll(m[1]), entry.path());
+      found.push_back({entry.path(), std::stoll(m[1]), m[2].matched ? std::stoll(m[2]) : 0});
     }
   }
-  std::sort(found.begin(), found.end(),
-            [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.epoch, a.steps) > std::tie(b.epoch, b.steps);
+  });
+  return found;
+}
+
+std::vector<fs::path> list_checkpoints(const fs::path& dir) {
   std::vector<fs::path> out;
-  for (auto& f : found) out.push_back(std::move(f.second));
+  for (auto& f : find_checkpoints(dir)) out.push_back(std::move(f.path));
   return out;
 }
 
@@ -185,6 +200,7 @@ void save_checkpoint(const fs::path& path, const torch::nn::Module& module,
                       {"optimizer", meta.optimizer},
                       {"history", nlohmann::json::array()},
                       {"extra", meta.extra}};
+  if (!meta.partial_epoch.is_null()) j["partial_epoch"] = meta.partial_epoch;
   for (const auto& m : meta.history) j["history"].push_back(m.to_json());
   archive.write("dtrain_format", c10::IValue(std::string(kFormat)));
   archive.write("dtrain_meta", c10::IValue(j.dump()));

@@ -29,16 +29,30 @@ struct CheckpointMeta {
   std::string optimizer;  ///< "sgd", "adam" or "" for a weights-only file
   std::vector<EpochMetrics> history;
   nlohmann::json extra = nlohmann::json::object();  ///< final metrics of exported models, ...
+  /// Null for a checkpoint at an epoch's end. For one written during epoch `epoch + 1`, where it
+  /// is (the Trainer's position: batches done, steps, the epoch's partial sums).
+  nlohmann::json partial_epoch;
 };
 
 /// The bytes LibTorch would write for `archive` (to hash, send or wrap them).
 std::string archive_bytes(torch::serialize::OutputArchive& archive);
 
-/// File name of the checkpoint after `epoch` inside a checkpoints folder.
-std::string checkpoint_file_name(int64_t epoch);
+/// File name of the checkpoint after `epoch` inside a checkpoints folder: ckpt-epoch-NNNNNN.pt,
+/// or, `steps` optimizer steps into the next epoch, ckpt-epoch-NNNNNN-step-SSSSSS.pt.
+std::string checkpoint_file_name(int64_t epoch, int64_t steps = 0);
 
-/// The checkpoint files (ckpt-epoch-NNNNNN.pt) in folder `dir`, newest (highest epoch) first;
-/// empty when there is none or no such folder.
+/// A checkpoint file in a checkpoints folder and where it stands.
+struct CheckpointFile {
+  std::filesystem::path path;
+  int64_t epoch = 0;  ///< epochs completed
+  int64_t steps = 0;  ///< steps into the next epoch (0: at the epoch's end)
+};
+
+/// The checkpoint files in folder `dir`, newest (highest epoch, then steps) first; empty when
+/// there is none or no such folder.
+std::vector<CheckpointFile> find_checkpoints(const std::filesystem::path& dir);
+
+/// Their paths, newest first.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);
 
 /// Removes leftovers of interrupted atomic writes (`*.tmp.*`) under `dir`; returns how many.

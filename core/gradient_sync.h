@@ -52,6 +52,21 @@ class GradientSync {
   /// Called after backward on every process, once per optimizer step.
   virtual Outcome synchronize(const NamedTensors& grads) { return Outcome::kApply; }
 
+  /// What to do at a step boundary, beyond the step itself.
+  struct StepControl {
+    int stop_signal = 0;      ///< stop after this step (the signal that asked for it; 0: go on)
+    bool checkpoint = false;  ///< write a mid-epoch checkpoint after this step
+  };
+  /// This process's wishes for the coming step, given before synchronize(). step_control() after
+  /// it returns the decision: for one process its own wishes; strategies that agree on it
+  /// (agrees_on_step_control()) carry every process's wishes with the gradients, so all stop or
+  /// checkpoint after the same step.
+  void propose_step_control(const StepControl& mine) { control_ = mine; }
+  StepControl step_control() const { return control_; }
+  /// True when every process receives the same step_control(), so the Trainer may call
+  /// collectives (sum) when it acts on it.
+  virtual bool agrees_on_step_control() const { return world_size() == 1; }
+
   /// Called on the writer before it saves a checkpoint: brings the local parameters and optimizer
   /// state up to date with the authoritative copy (a parameter server's). `final`: training is
   /// over; wait for the other processes to finish first.
@@ -65,6 +80,9 @@ class GradientSync {
 
   /// Extra fields for run.json (world size, algorithm, ...).
   virtual nlohmann::json describe() const { return {{"strategy", name()}, {"world_size", 1}}; }
+
+ protected:
+  StepControl control_;
 };
 
 }  // namespace dtrain

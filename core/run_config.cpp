@@ -121,6 +121,16 @@ std::vector<ConfigOption> make_table() {
       option("checkpoint-every", &C::checkpoint_every,
              "write a checkpoint every N epochs (0: never)")
           .check([](const int64_t& v) { return v >= 0; }, "0 (never) or a positive integer"),
+      option("checkpoint-every-steps", &C::checkpoint_every_steps,
+             "also write a mid-epoch checkpoint every N optimizer steps (0: never); the two "
+             "newest are kept")
+          .check([](const int64_t& v) { return v >= 0 && v <= 1'000'000'000; },
+                 "0 (never) or a positive integer"),
+      option("checkpoint-every-minutes", &C::checkpoint_every_minutes,
+             "also write a mid-epoch checkpoint when this many minutes passed since the last one "
+             "(0: never)")
+          .check([](const double& v) { return std::isfinite(v) && v >= 0 && v <= 525600; },
+                 "0 (never) or minutes up to 525600"),
       option("resume-from", &C::resume_from,
              "checkpoint file, or folder (newest inside), to continue from; auto: the newest "
              "valid one in <output-dir>/checkpoints if any, else start fresh")

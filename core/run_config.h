@@ -37,6 +37,8 @@ struct RunConfig {
   std::string device = "auto";  // auto | cpu | cuda
   int threads = 0;              // 0: all cores (divided among local ranks)
   int64_t checkpoint_every = 2;
+  int64_t checkpoint_every_steps = 0;   // mid-epoch checkpoints every N optimizer steps (0: off)
+  double checkpoint_every_minutes = 0;  // mid-epoch checkpoints every M minutes (0: off)
   std::string resume_from;
 
   // Distribution.

@@ -5,6 +5,7 @@
 #include <torch/nn/module.h>
 
 #include <chrono>
+#include <cmath>
 #include <tuple>
 
 #include "core/checkpoint.h"
@@ -54,13 +55,63 @@ CheckpointMeta Trainer::resume(const std::filesystem::path& checkpoint) {
   epochs_done_ = meta.epoch;
   history_ = meta.history;
   if (static_cast<int64_t>(history_.size()) > epochs_done_) history_.resize(epochs_done_);
+  resume_position_ = meta.partial_epoch;
+  if (!resume_position_.is_null()) check_position(path, resume_position_);
   if (is_writer()) {
-    spdlog::info("resumed from {} after epoch {}", path.string(), epochs_done_);
+    if (resume_position_.is_null()) {
+      spdlog::info("resumed from {} after epoch {}", path.string(), epochs_done_);
+    } else {
+      spdlog::info("resumed from {} in epoch {}, after step {} of it", path.string(),
+                   epochs_done_ + 1, resume_position_["steps"].get<int64_t>());
+    }
   }
   return meta;
 }
 
-std::filesystem::path Trainer::save_checkpoint() const {
+void Trainer::check_position(const std::filesystem::path& path, const nlohmann::json& p) const {
+  const auto field = [&](const char* key) {
+    if (!p.contains(key) || !p[key].is_number_integer() || p[key].get<int64_t>() < 0) {
+      throw CheckpointError(path.string() + ": partial_epoch." + key +
+                            " is missing or not a non-negative integer");
+    }
+    return p[key].get<int64_t>();
+  };
+  for (const char* key : {"loss_sum", "sync_seconds", "elapsed_seconds"}) {
+    if (!p.contains(key) || !p[key].is_number() || !std::isfinite(p[key].get<double>())) {
+      throw CheckpointError(path.string() + ": partial_epoch." + key + " is missing or not finite");
+    }
+  }
+  for (const char* key : {"correct", "samples", "skipped"}) field(key);
+  if (field("epoch") != epochs_done_ + 1 || field("batches_done") < 1 || field("steps") < 1) {
+    throw CheckpointError(path.string() + ": partial_epoch does not follow epoch " +
+                          std::to_string(epochs_done_) + ": " + p.dump());
+  }
+  // The position counts this run's batches: the same world size and batch layout are needed.
+  const int64_t world = field("world_size"), batch = field("batch_size");
+  const int64_t passes = field("backward_passes_per_step");
+  if (world != sync_->world_size() || batch != config_.batch_size ||
+      passes != sync_->backward_passes_per_step()) {
+    throw CheckpointError(
+        path.string() + ": a mid-epoch checkpoint of " + std::to_string(world) +
+        " process(es) at --batch-size " + std::to_string(batch) +
+        " and --backward-passes-per-step " + std::to_string(passes) +
+        " resumes only with the same (this run: " + std::to_string(sync_->world_size()) + ", " +
+        std::to_string(config_.batch_size) + ", " +
+        std::to_string(sync_->backward_passes_per_step()) +
+        "); resume from an epoch checkpoint (ckpt-epoch-NNNNNN.pt) to change them");
+  }
+}
+
+bool Trainer::mid_epoch_checkpoint_due(int64_t global_step) const {
+  if (config_.checkpoint_every_steps > 0 && global_step % config_.checkpoint_every_steps == 0) {
+    return true;
+  }
+  return config_.checkpoint_every_minutes > 0 &&
+         std::chrono::duration<double>(Clock::now() - last_checkpoint_).count() >=
+             config_.checkpoint_every_minutes * 60;
+}
+
+std::filesystem::path Trainer::save_checkpoint(const nlohmann::json& partial_epoch) const {
   CheckpointMeta meta;
   meta.epoch = epochs_done_;
   meta.config = config_.to_json();
@@ -68,9 +119,22 @@ std::filesystem::path Trainer::save_checkpoint() const {
   meta.optimizer = config_.optimizer;
   meta.history = history_;
   meta.extra = checkpoint_extra_;
-  const auto path = std::filesystem::path(config_.output_dir) / "checkpoints" /
-                    checkpoint_file_name(epochs_done_);
+  meta.partial_epoch = partial_epoch;
+  const int64_t steps = partial_epoch.is_null() ? 0 : partial_epoch["steps"].get<int64_t>();
+  const auto dir = std::filesystem::path(config_.output_dir) / "checkpoints";
+  const auto path = dir / checkpoint_file_name(epochs_done_, steps);
   dtrain::save_checkpoint(path, *model_.module, optimizer_.get(), meta);
+  // Mid-epoch checkpoints are superseded by the next epoch checkpoint; keep the two newest.
+  int kept = 0;
+  bool epoch_checkpoint_seen = false;
+  std::error_code ec;
+  for (const auto& f : find_checkpoints(dir)) {
+    if (f.steps == 0) {
+      epoch_checkpoint_seen = true;
+    } else if (epoch_checkpoint_seen || ++kept > 2) {
+      std::filesystem::remove(f.path, ec);
+    }
+  }
   return path;
 }
 
@@ -138,9 +202,10 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
   int64_t global_step = 0;
   for (const auto& m : history_) global_step += m.steps;
   const bool observed = is_writer() && !sinks_.empty();
+  last_checkpoint_ = Clock::now();
 
   for (int64_t epoch = epochs_done_ + 1; epoch <= config_.epochs; ++epoch) {
-    const auto start = Clock::now();
+    auto start = Clock::now();
     model_.module->train();
     auto opts = torch::TensorOptions().device(device_);
     torch::Tensor loss_sum = torch::zeros({}, opts.dtype(torch::kDouble));
@@ -151,10 +216,34 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     const std::vector<torch::Tensor> batches = train_sampler.batches(epoch);
     const auto steps_in_epoch = static_cast<int64_t>(
         (batches.size() + static_cast<size_t>(accumulate) - 1) / static_cast<size_t>(accumulate));
+    size_t first_batch = 0;
+    if (!resume_position_.is_null()) {
+      // Continue a mid-epoch checkpoint: its position, and its partial sums (which cover every
+      // process when the strategy agreed on the checkpoint) on the writer.
+      const nlohmann::json& p = resume_position_;
+      first_batch = p["batches_done"].get<size_t>();
+      if (first_batch > batches.size()) {
+        throw CheckpointError("the mid-epoch checkpoint resumed from is at batch " +
+                              std::to_string(first_batch) + " of epoch " + std::to_string(epoch) +
+                              ", which has " + std::to_string(batches.size()) + " batches here");
+      }
+      steps = p["steps"].get<int64_t>();
+      skipped = p["skipped"].get<int64_t>();
+      sync_seconds = p["sync_seconds"].get<double>();
+      start -= std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(p["elapsed_seconds"].get<double>()));
+      global_step += steps;
+      if (is_writer()) {
+        loss_sum.fill_(p["loss_sum"].get<double>());
+        correct.fill_(p["correct"].get<int64_t>());
+        samples = p["samples"].get<int64_t>();
+      }
+      resume_position_ = nullptr;
+    }
     if (observed) {
       for (auto& sink : sinks_) sink->on_epoch_begin(epoch, steps_in_epoch);
     }
-    for (size_t i = 0; i < batches.size(); ++i) {
+    for (size_t i = first_batch; i < batches.size(); ++i) {
       // With K backward passes per step, gradients of K batches accumulate (each loss / K, so
       // the step sees their average) before one synchronize() and optimizer step.
       const bool group_start = i % static_cast<size_t>(accumulate) == 0;
@@ -183,6 +272,11 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         for (size_t k = 0; k < params.size(); ++k) {
           grads[k] = {params[k].first, params[k].second.mutable_grad()};
         }
+        GradientSync::StepControl wish;
+        wish.stop_signal = stop_signal();
+        wish.checkpoint =
+            is_writer() && i + 1 < batches.size() && mid_epoch_checkpoint_due(global_step + 1);
+        sync_->propose_step_control(wish);
         const auto sync_start = Clock::now();
         const GradientSync::Outcome outcome = sync_->synchronize(grads);
         sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
@@ -193,10 +287,48 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         }
         ++steps;
         ++global_step;
-        if (const int sig = stop_signal()) throw Interrupted(sig);
         if (observed)
           report_step(loss, loss_sum, samples, epoch, steps, steps_in_epoch, global_step,
                       std::chrono::duration<double>(Clock::now() - start).count());
+        const GradientSync::StepControl control = sync_->step_control();
+        if (control.stop_signal != 0 || control.checkpoint) {
+          nlohmann::json position = {
+              {"epoch", epoch},
+              {"batches_done", i + 1},
+              {"steps", steps},
+              {"skipped", skipped},
+              {"sync_seconds", sync_seconds},
+              {"elapsed_seconds", std::chrono::duration<double>(Clock::now() - start).count()},
+              {"world_size", sync_->world_size()},
+              {"batch_size", config_.batch_size},
+              {"backward_passes_per_step", accumulate}};
+          std::vector<double> sums = {loss_sum.item<double>(),
+                                      static_cast<double>(correct.item<int64_t>()),
+                                      static_cast<double>(samples)};
+          // Every process is here after the same step only when the strategy agrees on it.
+          if (sync_->agrees_on_step_control()) sums = sync_->sum(sums);
+          position["loss_sum"] = sums[0];
+          position["correct"] = static_cast<int64_t>(sums[1]);
+          position["samples"] = static_cast<int64_t>(sums[2]);
+          if (is_writer()) {
+            sync_->gather_state(params, *optimizer_, false);
+            const auto path = save_checkpoint(position);
+            last_checkpoint_ = Clock::now();
+            spdlog::info("checkpoint written: {} (epoch {}, step {} of {})", path.string(), epoch,
+                         steps, steps_in_epoch);
+          }
+          if (control.stop_signal != 0) {
+            if (is_writer()) {
+              spdlog::warn(
+                  "{}: stopped after step {} of epoch {}; continue with --resume-from auto (or "
+                  "this checkpoint)",
+                  signal_name(control.stop_signal), steps, epoch);
+            }
+            // Nobody leaves before the writer's checkpoint is complete.
+            if (sync_->agrees_on_step_control()) sync_->sum({0.0});
+            throw Interrupted(control.stop_signal);
+          }
+        }
       }
     }
 
@@ -227,7 +359,10 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       const bool due =
           config_.checkpoint_every > 0 && (epoch % config_.checkpoint_every == 0 || last);
       if (due || last) sync_->gather_state(params, *optimizer_, last);
-      if (due) spdlog::info("checkpoint written: {}", save_checkpoint().string());
+      if (due) {
+        spdlog::info("checkpoint written: {}", save_checkpoint().string());
+        last_checkpoint_ = Clock::now();
+      }
     }
   }
   return history_;

@@ -1,6 +1,7 @@
 // The training loop.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -47,8 +48,10 @@ class Trainer {
   /// Loss and accuracy over the sampler's batches, summed across processes.
   EvalResult evaluate(const BatchSource& data, const Sampler& sampler);
 
-  /// Writes <output_dir>/checkpoints/ckpt-epoch-N.pt (call on the writer only).
-  std::filesystem::path save_checkpoint() const;
+  /// Writes <output_dir>/checkpoints/ckpt-epoch-N.pt (call on the writer only); with
+  /// `partial_epoch` (see CheckpointMeta) a mid-epoch one, ckpt-epoch-N-step-S.pt, after which
+  /// only the two newest mid-epoch checkpoints newer than the last epoch checkpoint are kept.
+  std::filesystem::path save_checkpoint(const nlohmann::json& partial_epoch = nullptr) const;
 
   int64_t epochs_done() const { return epochs_done_; }
   Model& model() { return model_; }
@@ -57,6 +60,11 @@ class Trainer {
 
  private:
   bool is_writer() const { return sync_->is_writer(); }
+  /// True when a mid-epoch checkpoint is due after `global_step` (--checkpoint-every-steps,
+  /// --checkpoint-every-minutes).
+  bool mid_epoch_checkpoint_due(int64_t global_step) const;
+  /// Throws CheckpointError unless `position` (a checkpoint's partial_epoch) fits this run.
+  void check_position(const std::filesystem::path& path, const nlohmann::json& position) const;
   void report_step(const torch::Tensor& batch_loss, const torch::Tensor& loss_sum, int64_t samples,
                    int64_t epoch, int64_t step, int64_t steps_in_epoch, int64_t global_step,
                    double elapsed);
@@ -70,6 +78,8 @@ class Trainer {
   std::vector<std::unique_ptr<MetricsSink>> sinks_;
   std::vector<EpochMetrics> history_;
   int64_t epochs_done_ = 0;
+  nlohmann::json resume_position_;  // the partial_epoch of a mid-epoch checkpoint resumed from
+  std::chrono::steady_clock::time_point last_checkpoint_ = std::chrono::steady_clock::now();
   nlohmann::json checkpoint_extra_ = nlohmann::json::object();
 };
 

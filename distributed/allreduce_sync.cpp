@@ -5,6 +5,7 @@
 #include <torch/serialize/output-archive.h>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <limits>
 #include <thread>
@@ -89,7 +90,10 @@ void AllreduceSync::plan_buckets(const NamedTensors& grads) {
     const auto type = options_.fp16_compression && grads[b.members[0]].second.is_floating_point()
                           ? torch::kHalf
                           : grads[b.members[0]].second.scalar_type();
-    b.buffer = torch::empty({numel}, torch::TensorOptions().dtype(type).device(comm_->device()));
+    b.grad_numel = numel;
+    const int64_t slots = &b == &buckets_.back() ? kControlSlots : 0;
+    b.buffer =
+        torch::empty({numel + slots}, torch::TensorOptions().dtype(type).device(comm_->device()));
   }
   if (comm_->rank() == 0) {
     spdlog::info("gradient fusion: {} tensors in {} buffer(s) (threshold {} MiB{})", grads.size(),
@@ -117,6 +121,26 @@ void AllreduceSync::inject_fault(const NamedTensors& grads) {
     case FaultInjection::Kind::kNone:
       break;
   }
+}
+
+void AllreduceSync::write_control(Bucket& b) const {
+  const bool stop = control_.stop_signal != 0;
+  b.buffer.narrow(0, b.grad_numel, 1).fill_(stop ? 1 : 0);
+  b.buffer.narrow(0, b.grad_numel + 1, 1).fill_(control_.stop_signal);
+  b.buffer.narrow(0, b.grad_numel + 2, 1).fill_(control_.checkpoint ? 1 : 0);
+}
+
+void AllreduceSync::read_control(const Bucket& b) {
+  const torch::Tensor c = b.buffer.narrow(0, b.grad_numel, kControlSlots).to(torch::kDouble).cpu();
+  const double stops = c[0].item<double>(), signals = c[1].item<double>();
+  // Ranks usually get the same signal (mpirun passes it on to all); otherwise the average names
+  // one that some rank got only by chance, so keep it when it is whole, else SIGTERM's.
+  const double mean = stops > 0 ? signals / stops : 0;
+  control_.stop_signal =
+      stops > 0
+          ? (mean == std::floor(mean) && mean >= 1 && mean < 65 ? static_cast<int>(mean) : SIGTERM)
+          : 0;
+  control_.checkpoint = c[2].item<double>() > 0;
 }
 
 GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
@@ -151,7 +175,10 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
       b.buffer.narrow(0, offset, g.numel()).copy_(g.reshape(-1));
       offset += g.numel();
     }
+    const bool last = &b == &buckets_.back();
+    if (last) write_control(b);
     comm_->allreduce(b.buffer, ReduceOp::kSum);
+    if (last) read_control(b);
     // The sum is bitwise identical on every rank, so every rank takes the same decision.
     // Keep reducing the other buckets even if this one is bad: the ranks' collectives must match.
     if (!detail::all_finite(b.buffer)) finite = false;

@@ -35,6 +35,9 @@ class AllreduceSync : public GradientSync {
   void check_consistent(const nlohmann::json& shared_config) override;
   void broadcast_state(const NamedTensors& params, Optimizer& optimizer) override;
   Outcome synchronize(const NamedTensors& grads) override;
+  /// Every rank's step control travels in the last fusion buffer (kControlSlots elements after
+  /// the gradients), so all ranks take the same decision after the same step at no extra cost.
+  bool agrees_on_step_control() const override { return true; }
   std::vector<double> sum(std::vector<double> values) override;
   nlohmann::json describe() const override;
 
@@ -44,9 +47,14 @@ class AllreduceSync : public GradientSync {
   struct Bucket {
     std::vector<size_t> members;  // indices into the gradient list
     torch::Tensor buffer;         // flat, on the communicator's device
+    int64_t grad_numel = 0;       // elements of gradients; the last bucket has control slots after
   };
   void plan_buckets(const NamedTensors& grads);
   void inject_fault(const NamedTensors& grads);
+  /// Writes this rank's control_ into the last bucket's control slots / reads the sums back.
+  void write_control(Bucket& b) const;
+  void read_control(const Bucket& b);
+  static constexpr int64_t kControlSlots = 3;  // stop requests, their signals, checkpoint requests
 
   std::unique_ptr<Communicator> comm_;
   AllreduceSyncOptions options_;

@@ -11,6 +11,7 @@
 
 #include "core/errors.h"
 #include "core/logging.h"
+#include "core/stop_signal.h"
 #include "distributed/strategy.h"
 #include "dtrain/config.h"
 #include "tools/commands.h"
@@ -81,6 +82,12 @@ int main(int argc, char** argv) {
   dtrain::setup_logging();
   try {
     return dispatch(argc, argv);
+  } catch (const dtrain::Interrupted& e) {
+    // Every rank stopped after the same step (they agree on it): no MPI_Abort, which would kill
+    // the others before they finish; the launcher sees 128 + signal from each.
+    spdlog::error("{}", e.what());
+    spdlog::default_logger()->flush();
+    return e.exit_code();
   } catch (const dtrain::Error& e) {
     spdlog::error("{}", e.what());
     return fail(e.exit_code());

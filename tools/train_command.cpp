@@ -285,6 +285,11 @@ int train_command(int argc, char** argv) {
     history = trainer.fit(train_set, train_sampler, test_set, test_sampler);
   } catch (const std::exception& e) {
     outcome.fail(e);
+    // After an agreed stop every process leaves together, once the writer has recorded it.
+    if (dynamic_cast<const Interrupted*>(&e) != nullptr && sync->world_size() > 1 &&
+        sync->agrees_on_step_control()) {
+      sync->sum({0.0});
+    }
     throw;
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

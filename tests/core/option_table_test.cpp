@@ -38,6 +38,8 @@ RunConfig everything_changed() {
                                                      {"device", "cpu"},
                                                      {"threads", "3"},
                                                      {"checkpoint-every", "5"},
+                                                     {"checkpoint-every-steps", "100"},
+                                                     {"checkpoint-every-minutes", "2.5"},
                                                      {"resume-from", "/r"},
                                                      {"distributed", "ring"},
                                                      {"allreduce", "mpi"},

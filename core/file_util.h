@@ -45,4 +45,11 @@ std::string read_file(const std::filesystem::path& path,
 /// Lower-case hex SHA-256 of `bytes` (OpenSSL).
 std::string sha256_hex(std::string_view bytes);
 
+/// Compares two secrets in time that depends on neither their contents nor where they differ
+/// (CRYPTO_memcmp of their SHA-256 digests, so not on their lengths either).
+bool secrets_equal(std::string_view a, std::string_view b);
+
+/// `bytes` bytes from OpenSSL's CSPRNG as lower-case hex. Throws IoError if it fails.
+std::string random_hex(size_t bytes);
+
 }  // namespace dtrain

@@ -172,6 +172,10 @@ std::vector<ConfigOption> make_table() {
              "seconds after which a silent ps or worker is declared dead")
           .json_key("peer_timeout_seconds")
           .check([](const double& v) { return v >= 1 && v <= 86400; }, "seconds in [1, 86400]"),
+      option("insecure", &C::insecure,
+             "run a parameter-server task without DTRAIN_CLUSTER_TOKEN: any local process can "
+             "then pull the model and stop the cluster (cluster run makes a token itself)")
+          .local(),
       // Tracking (rank 0 / the PS chief records the run in the workspace).
       option("workspace", &C::workspace,
              "folder of the run history and artifact store; none: no tracking")

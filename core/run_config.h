@@ -52,6 +52,7 @@ struct RunConfig {
   std::string ps_mode = "sync";          // sync | async
   double connect_timeout_seconds = 120;  // workers waiting for the ps tasks
   double peer_timeout_seconds = 30;      // a silent peer is declared dead after this
+  bool insecure = false;  // a parameter-server cluster without DTRAIN_CLUSTER_TOKEN (warned)
 
   // Tracking: the run history in a workspace (rank 0 / the PS chief).
   std::string workspace = "dtrain-workspace";  // "none": no tracking

@@ -12,6 +12,7 @@
 #include "distributed/tf_config.h"
 
 #include <cstdlib>
+#include <cstring>
 
 namespace dtrain::distributed {
 
@@ -23,9 +24,28 @@ TfConfig ps_cluster() {
   return c;
 }
 
-std::string cluster_token() {
+/// DTRAIN_CLUSTER_TOKEN, the secret every task of a parameter-server cluster presents. Without
+/// it a task starts only with --insecure, and says so.
+std::string cluster_token(const RunConfig& config, const std::string& task) {
   const char* token = std::getenv("DTRAIN_CLUSTER_TOKEN");
-  return token != nullptr ? token : "";
+  if (token != nullptr && *token != '\0') {
+    if (std::strlen(token) < 16 || std::strlen(token) > 4096) {
+      throw ConfigError("DTRAIN_CLUSTER_TOKEN: expected a secret of 16 to 4096 characters, got " +
+                        std::to_string(std::strlen(token)));
+    }
+    return token;
+  }
+  if (!config.insecure) {
+    throw ConfigError(
+        task +
+        ": DTRAIN_CLUSTER_TOKEN is not set: without it any process that reaches the "
+        "parameter servers can pull the model, push gradients and shut the cluster down. "
+        "Give every task the same secret (e.g. DTRAIN_CLUSTER_TOKEN=$(openssl rand -hex "
+        "16)), start the cluster with 'dtrain cluster run' (which makes one), or pass "
+        "--insecure");
+  }
+  spdlog::warn("{}: --insecure: no DTRAIN_CLUSTER_TOKEN, calls are not authenticated", task);
+  return "";
 }
 
 }  // namespace
@@ -37,7 +57,12 @@ std::optional<int> serve_if_parameter_server(const RunConfig& config) {
   ps::ServerOptions o;
   o.task = "ps:" + std::to_string(c.task_index);
   o.address = c.address();
-  o.token = cluster_token();
+  o.token = cluster_token(config, o.task);
+  for (const auto& [type, tasks] : c.cluster) {
+    if (type == "ps") continue;
+    for (const auto& [index, address] : tasks)
+      o.known_tasks.insert(type + ":" + std::to_string(index));
+  }
   o.sync = config.ps_mode == "sync";
   o.peer_timeout_seconds = config.peer_timeout_seconds;
   o.init_timeout_seconds = config.connect_timeout_seconds * 2;
@@ -58,7 +83,8 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
     }
     if (device.is_cuda()) spdlog::warn("parameter-server training moves values through the CPU");
     o.sync = config.ps_mode == "sync";
-    o.token = cluster_token();
+    o.token =
+        cluster_token(config, o.cluster.task_type + ":" + std::to_string(o.cluster.task_index));
     o.connect_timeout_seconds = config.connect_timeout_seconds;
     o.peer_timeout_seconds = config.peer_timeout_seconds;
     o.optimizer = OptimizerSettings::from(config);

@@ -2,6 +2,7 @@
 // mode on one machine.
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/errors.h"
+#include "core/file_util.h"
 #include "core/subprocess.h"
 #include "distributed/ports.h"
 #include "tools/cluster_run.h"
@@ -52,6 +54,9 @@ int cluster_run(const ClusterRunOptions& o) {
   // cannot start, a full disk) takes every started task down with it.
   std::vector<std::unique_ptr<Subprocess>> children;
   const std::string exe = self_exe();
+  // The tasks share a secret: the caller's DTRAIN_CLUSTER_TOKEN, else a fresh random one.
+  const char* given = std::getenv("DTRAIN_CLUSTER_TOKEN");
+  const std::string token = given != nullptr && *given != '\0' ? given : random_hex(16);
   auto start = [&](const std::string& type, int index) {
     const std::string name = type + ":" + std::to_string(index);
     const nlohmann::json tf = {{"cluster", cluster}, {"task", {{"type", type}, {"index", index}}}};
@@ -59,6 +64,7 @@ int cluster_run(const ClusterRunOptions& o) {
     p.argv = {exe, "train", "--distributed", "ps"};
     p.argv.insert(p.argv.end(), o.train_args.begin(), o.train_args.end());
     p.env["TF_CONFIG"] = tf.dump();
+    p.env["DTRAIN_CLUSTER_TOKEN"] = token;
     p.name = name;
     p.output = ProcessOptions::Output::kLines;
     p.on_line = [name](const std::string& line) {

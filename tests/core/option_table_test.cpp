@@ -51,6 +51,7 @@ RunConfig everything_changed() {
                                                      {"ps-mode", "async"},
                                                      {"connect-timeout", "11"},
                                                      {"peer-timeout", "12"},
+                                                     {"insecure", "true"},
                                                      {"workspace", "/w"},
                                                      {"experiment", "e"},
                                                      {"run-name", "n"},

@@ -28,8 +28,9 @@ class PsProtocol : public ::testing::Test {
         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
     server_ = std::thread([this, tf] {
       result_ = testing::run_command(
-          "env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret " + testing::dtrain_binary() +
-              " train --distributed ps --data-dir " + dir_.path().string() + " --peer-timeout 20",
+          "env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret-token-0123456789 " +
+              testing::dtrain_binary() + " train --distributed ps --data-dir " +
+              dir_.path().string() + " --peer-timeout 20",
           120);
     });
     channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
@@ -39,7 +40,7 @@ class PsProtocol : public ::testing::Test {
   }
   void TearDown() override {
     grpc::ClientContext ctx;
-    ctx.AddMetadata("dtrain-token", "secret");
+    ctx.AddMetadata("dtrain-token", "secret-token-0123456789");
     ShutdownRequest req;
     req.set_task("worker:0");
     ShutdownReply rep;
@@ -47,7 +48,7 @@ class PsProtocol : public ::testing::Test {
     server_.join();
     EXPECT_EQ(result_.exit_code, 0) << result_.output;
   }
-  std::unique_ptr<grpc::ClientContext> ctx(const std::string& token = "secret") {
+  std::unique_ptr<grpc::ClientContext> ctx(const std::string& token = "secret-token-0123456789") {
     auto c = std::make_unique<grpc::ClientContext>();
     if (!token.empty()) c->AddMetadata("dtrain-token", token);
     c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -120,10 +121,10 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
   push.set_step(7);  // not the next step
   EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
-  push.set_task("worker:9");  // never registered
+  push.set_task("worker:9");  // not a task of the cluster
   push.set_step(1);
   EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(),
-            grpc::StatusCode::FAILED_PRECONDITION);
+            grpc::StatusCode::PERMISSION_DENIED);
 
   PullRequest pull;
   pull.set_task("worker:0");
@@ -138,10 +139,69 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
   push.mutable_gradient()->set_values(floats({2, 2, 2, 2}));
   ASSERT_TRUE(stub_->Push(ctx().get(), push, &push_rep).ok());
   EXPECT_EQ(push_rep.slice().values(), floats({0, 1, 2, 3}));
+
+  // Reduce: each task contributes once per key; keys and sizes are bounded.
+  ReduceRequest reduce;
+  reduce.set_task("worker:0");
+  reduce.set_key("metrics-1");
+  reduce.add_values(1.0);
+  ReduceReply reduce_rep;
+  ASSERT_TRUE(stub_->Reduce(ctx().get(), reduce, &reduce_rep).ok());  // one training task
+  reduce.set_key("metrics-2");
+  for (int i = 0; i < 1100; ++i) reduce.add_values(1.0);
+  EXPECT_EQ(stub_->Reduce(ctx().get(), reduce, &reduce_rep).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
   DoneRequest done;
   done.set_task("worker:0");
   DoneReply done_rep;
   ASSERT_TRUE(stub_->Done(ctx().get(), done, &done_rep).ok());
+}
+
+TEST_F(PsProtocol, ASecondPsOnTheSameAddressFailsNamingIt) {
+  const std::string tf = "{\"cluster\": {\"ps\": [\"" + address_ +
+                         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", "
+                         "\"index\": 0}}";
+  const testing::CommandResult second = testing::run_command(
+      "env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret-token-0123456789 " +
+          testing::dtrain_binary() + " train --distributed ps --data-dir " + dir_.path().string(),
+      60);
+  EXPECT_NE(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("cannot listen on " + address_), std::string::npos) << second.output;
+}
+
+TEST(PsSecurity, NoTokenRefusesToStartUnlessInsecure) {
+  testing::TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
+  const std::string tf = "{\"cluster\": {\"ps\": [\"" + address +
+                         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", "
+                         "\"index\": 0}}";
+  const std::string cmd = "env -u DTRAIN_CLUSTER_TOKEN TF_CONFIG='" + tf + "' " +
+                          testing::dtrain_binary() + " train --distributed ps --data-dir " +
+                          dir.path().string();
+  testing::CommandResult r = testing::run_command(cmd, 60);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("DTRAIN_CLUSTER_TOKEN is not set"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--insecure"), std::string::npos) << r.output;
+  r = testing::run_command("env DTRAIN_CLUSTER_TOKEN=short TF_CONFIG='" + tf + "' " +
+                               testing::dtrain_binary() + " train --distributed ps --data-dir " +
+                               dir.path().string(),
+                           60);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("16 to 4096"), std::string::npos) << r.output;
+  // With --insecure it serves (and says so); a Shutdown without a token then stops it.
+  std::thread server([&] { r = testing::run_command(cmd + " --insecure --peer-timeout 5", 60); });
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(
+      channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)));
+  grpc::ClientContext ctx;
+  ShutdownRequest req;
+  req.set_task("worker:0");
+  ShutdownReply rep;
+  ParameterServer::NewStub(channel)->Shutdown(&ctx, req, &rep);
+  server.join();
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--insecure: no DTRAIN_CLUSTER_TOKEN"), std::string::npos) << r.output;
 }
 
 }  // namespace

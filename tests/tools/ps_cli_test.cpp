@@ -111,7 +111,7 @@ TEST_F(PsCluster, WorkerWhosePsVanishedFailsNamingIt) {
   const auto start = std::chrono::steady_clock::now();
   CommandResult r =
       dtrain_cmd("train --distributed ps --epochs 1 --connect-timeout 4" + train_flags(out), 60,
-                 "TF_CONFIG=" + tf);
+                 "TF_CONFIG=" + tf + " DTRAIN_CLUSTER_TOKEN=by-hand-token-0123456789");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("ps:0 at 127.0.0.1:1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--connect-timeout"), std::string::npos) << r.output;
@@ -130,13 +130,13 @@ TEST_F(PsCluster, WrongTokenIsRejectedAndLogged) {
                              "' | sed \"s/PORT/$port/\"); "
                              "TF_CONFIG=\"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": "
                              "\\\"ps\\\", \\\"index\\\": 0}}\" "
-                             "DTRAIN_CLUSTER_TOKEN=right " +
+                             "DTRAIN_CLUSTER_TOKEN=right-token-0123456789 " +
                              bin + " train --distributed ps --connect-timeout 3" +
                              train_flags(out) + " > " + (out / "ps.log").string() +
                              " 2>&1 & "
                              "TF_CONFIG=\"{\\\"cluster\\\": $cluster, \\\"task\\\": {\\\"type\\\": "
                              "\\\"worker\\\", \\\"index\\\": 0}}\" "
-                             "DTRAIN_CLUSTER_TOKEN=wrong " +
+                             "DTRAIN_CLUSTER_TOKEN=wrong-token-0123456789 " +
                              bin + " train --distributed ps --epochs 1" + train_flags(out) +
                              "; echo worker-exit=$?; wait; cat " + (out / "ps.log").string();
   CommandResult r = testing::run_command(
@@ -161,7 +161,8 @@ TEST_F(PsCluster, DeadWorkerIsNamedAndEveryoneExitsNonZeroWithoutALauncher) {
   const std::string bin = testing::dtrain_binary();
   const std::string flags = " --epochs 50 --peer-timeout 5" + train_flags(out);
   const std::string script =
-      "ports='" + fmt::format("{}", fmt::join(distributed::free_loopback_ports(3), " ")) +
+      "export DTRAIN_CLUSTER_TOKEN=by-hand-token-0123456789; ports='" +
+      fmt::format("{}", fmt::join(distributed::free_loopback_ports(3), " ")) +
       "'; "
       "set -- $ports; "
       "cluster=\"{\\\"ps\\\": [\\\"127.0.0.1:$1\\\"], \\\"worker\\\": [\\\"127.0.0.1:$2\\\", "

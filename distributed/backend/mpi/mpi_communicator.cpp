@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 
@@ -125,44 +126,36 @@ std::string rank_list(const std::vector<int>& ranks) {
   return fmt::format("{}", fmt::join(ranks, ", "));
 }
 
-// Polls `reqs` until all complete. `rank_of(i)` names the peer of request i. Warns every
-// warning_seconds about the peers still missing and throws CommError after abort_seconds (plus
-// `grace`: how much later than the coordinator a waiting rank gives up; the message quotes the
-// configured limit).
-void wait_with_stall_check(std::vector<MPI_Request>& reqs,
-                           const std::function<int(size_t)>& rank_of, const StallOptions& stall,
-                           const std::string& what, int my_rank, double grace = 0) {
+std::string ranks_text(const std::vector<int>& ranks) {
+  if (ranks.empty() || ranks.front() < 0) return "the other ranks";
+  return "rank(s) " + rank_list(ranks);
+}
+
+// Calls `progress` (which tests requests without blocking and returns true once everything is
+// done) until it returns true. Warns every warning_seconds naming `missing()`, the peers not
+// heard from, and throws CommError after abort_seconds (plus `grace`: how much later than the
+// coordinator a waiting rank gives up; the message quotes the configured limit). No MPI wait in
+// a collective blocks without this bound.
+void poll_with_stall_check(const std::function<bool()>& progress,
+                           const std::function<std::vector<int>()>& missing,
+                           const StallOptions& stall, const std::string& what, int my_rank,
+                           double grace = 0) {
   const double abort_after = stall.abort_seconds + grace;
   const auto start = Clock::now();
   auto next_warning = start + std::chrono::duration<double>(stall.warning_seconds);
-  std::vector<bool> done(reqs.size(), false);
-  std::vector<int> indices(reqs.size());
-  size_t remaining = reqs.size();
-  while (remaining > 0) {
-    int outcount = 0;
-    MPI_CHECK(MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &outcount, indices.data(),
-                           MPI_STATUSES_IGNORE));
-    if (outcount != MPI_UNDEFINED) {
-      for (int k = 0; k < outcount; ++k) done[static_cast<size_t>(indices[k])] = true;
-      remaining -= static_cast<size_t>(outcount);
-    }
-    if (remaining == 0) break;
+  while (!progress()) {
     const auto now = Clock::now();
     if (now >= next_warning) {
-      std::vector<int> missing;
-      for (size_t i = 0; i < done.size(); ++i)
-        if (!done[i]) missing.push_back(rank_of(i));
       const double waited = std::chrono::duration<double>(now - start).count();
       if (waited >= abort_after) {
         throw CommError(what + ": stalled for " + std::to_string(static_cast<int>(waited)) +
-                        " s on rank " + std::to_string(my_rank) + " waiting for rank(s) " +
-                        rank_list(missing) + " (--stall-abort-seconds " +
+                        " s on rank " + std::to_string(my_rank) + " waiting for " +
+                        ranks_text(missing()) + " (--stall-abort-seconds " +
                         std::to_string(static_cast<int>(stall.abort_seconds)) +
                         "); aborting the job");
       }
-      spdlog::warn(
-          "{}: stalled for {:.0f} s on rank {}: waiting for rank(s) {} (abort after {:.0f} s)",
-          what, waited, my_rank, rank_list(missing), abort_after);
+      spdlog::warn("{}: stalled for {:.0f} s on rank {}: waiting for {} (abort after {:.0f} s)",
+                   what, waited, my_rank, ranks_text(missing()), abort_after);
       next_warning = std::min(now + std::chrono::duration<double>(stall.warning_seconds),
                               start + std::chrono::duration<double>(abort_after));
     }
@@ -172,6 +165,34 @@ void wait_with_stall_check(std::vector<MPI_Request>& reqs,
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
+}
+
+// Waits for all of `reqs`; `rank_of(i)` names the peer of request i (-1: not known).
+void wait_with_stall_check(std::vector<MPI_Request>& reqs,
+                           const std::function<int(size_t)>& rank_of, const StallOptions& stall,
+                           const std::string& what, int my_rank, double grace = 0) {
+  std::vector<bool> done(reqs.size(), false);
+  std::vector<int> indices(reqs.size());
+  size_t remaining = reqs.size();
+  poll_with_stall_check(
+      [&] {
+        if (remaining == 0) return true;
+        int outcount = 0;
+        MPI_CHECK(MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &outcount,
+                               indices.data(), MPI_STATUSES_IGNORE));
+        if (outcount != MPI_UNDEFINED) {
+          for (int k = 0; k < outcount; ++k) done[static_cast<size_t>(indices[k])] = true;
+          remaining -= static_cast<size_t>(outcount);
+        }
+        return remaining == 0;
+      },
+      [&] {
+        std::vector<int> missing;
+        for (size_t i = 0; i < done.size(); ++i)
+          if (!done[i]) missing.push_back(rank_of(i));
+        return missing;
+      },
+      stall, what, my_rank, grace);
 }
 
 }  // namespace
@@ -201,7 +222,14 @@ void abort_mpi_job(int exit_code) {
   MPI_Finalized(&fin);
   if (!init || fin) return;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  if (size <= 1) return;
+  // MPI_Abort may never return when the ranks it must reach are cut off: end this side anyway.
+  std::thread([exit_code] {
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    std::fprintf(stderr, "dtrain: MPI_Abort did not end the job in 5 s; exiting\n");
+    std::_Exit(exit_code);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
 }
 
 MpiCommunicator::MpiCommunicator(AllreduceAlgorithm algorithm, StallOptions stall)
@@ -303,27 +331,33 @@ void MpiCommunicator::ring_allreduce(torch::Tensor& tensor) {
     const int send_chunk = ((rank_ - s) % n + n) % n;
     const int recv_chunk = ((rank_ - s - 1) % n + n) % n;
     post(send_chunk, recv_chunk, scratch_.data(), kTagReduceScatter);
-    for (size_t k = 0; k < recvs.size(); ++k) {
-      int idx = MPI_UNDEFINED;
-      MPI_CHECK(MPI_Waitany(static_cast<int>(recvs.size()), recvs.data(), &idx, MPI_STATUS_IGNORE));
-      const int64_t o = static_cast<int64_t>(idx) * seg;
-      const int64_t c = std::min(seg, len[recv_chunk] - o);
-      add_into(data + (start[recv_chunk] + o) * elem, scratch_.data() + o * elem, c, dtype);
-    }
-    if (!sends.empty()) {
-      MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
-    }
+    size_t received = 0;
+    poll_with_stall_check(
+        [&] {
+          while (received < recvs.size()) {
+            int idx = MPI_UNDEFINED, flag = 0;
+            MPI_CHECK(MPI_Testany(static_cast<int>(recvs.size()), recvs.data(), &idx, &flag,
+                                  MPI_STATUS_IGNORE));
+            if (!flag || idx == MPI_UNDEFINED) return false;
+            const int64_t o = static_cast<int64_t>(idx) * seg;
+            const int64_t c = std::min(seg, len[recv_chunk] - o);
+            add_into(data + (start[recv_chunk] + o) * elem, scratch_.data() + o * elem, c, dtype);
+            ++received;
+          }
+          return true;
+        },
+        [&] { return std::vector<int>{left}; }, stall_, "ring allreduce (reduce-scatter)", rank_);
+    wait_with_stall_check(
+        sends, [&](size_t) { return right; }, stall_, "ring allreduce (reduce-scatter)", rank_);
   }
   for (int s = 0; s < n - 1; ++s) {
     const int send_chunk = ((rank_ + 1 - s) % n + n) % n;
     const int recv_chunk = ((rank_ - s) % n + n) % n;
     post(send_chunk, recv_chunk, data + start[recv_chunk] * elem, kTagAllgather);
-    if (!recvs.empty()) {
-      MPI_CHECK(MPI_Waitall(static_cast<int>(recvs.size()), recvs.data(), MPI_STATUSES_IGNORE));
-    }
-    if (!sends.empty()) {
-      MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
-    }
+    wait_with_stall_check(
+        recvs, [&](size_t) { return left; }, stall_, "ring allreduce (allgather)", rank_);
+    wait_with_stall_check(
+        sends, [&](size_t) { return right; }, stall_, "ring allreduce (allgather)", rank_);
   }
 }
 
@@ -335,7 +369,10 @@ void MpiCommunicator::broadcast(torch::Tensor& tensor, int root) {
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
   for (int64_t done = 0; done < bytes;) {
     const int n = static_cast<int>(std::min<int64_t>(bytes - done, INT_MAX));
-    MPI_CHECK(MPI_Bcast(data + done, n, MPI_BYTE, root, MPI_COMM_WORLD));
+    std::vector<MPI_Request> req(1);
+    MPI_CHECK(MPI_Ibcast(data + done, n, MPI_BYTE, root, ring_comm_, req.data()));
+    wait_with_stall_check(
+        req, [&](size_t) { return rank_ == root ? -1 : root; }, stall_, "broadcast", rank_);
     done += n;
   }
 }
@@ -348,8 +385,11 @@ torch::Tensor MpiCommunicator::allgather(const torch::Tensor& tensor) {
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
   if (bytes > INT_MAX) throw CommError("allgather: tensors over 2 GiB are not supported");
   if (bytes > 0) {
-    MPI_CHECK(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
-                            static_cast<int>(bytes), MPI_BYTE, MPI_COMM_WORLD));
+    std::vector<MPI_Request> req(1);
+    MPI_CHECK(MPI_Iallgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
+                             static_cast<int>(bytes), MPI_BYTE, ring_comm_, req.data()));
+    wait_with_stall_check(
+        req, [](size_t) { return -1; }, stall_, "allgather", rank_);
   }
   return out;
 }
@@ -379,7 +419,8 @@ std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::
       MPI_CHECK(MPI_Isend(&verdict, 1, MPI_UINT64_T, r, kTagVerdict, coord_comm_,
                           &sends[static_cast<size_t>(r - 1)]));
     }
-    MPI_CHECK(MPI_Waitall(size_ - 1, sends.data(), MPI_STATUSES_IGNORE));
+    wait_with_stall_check(
+        sends, [](size_t i) { return static_cast<int>(i) + 1; }, stall_, what, rank_);
   } else {
     MPI_Request reqs[2];
     MPI_CHECK(MPI_Isend(&signature, 1, MPI_UINT64_T, 0, kTagSignature, coord_comm_, &reqs[0]));

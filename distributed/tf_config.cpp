@@ -89,6 +89,8 @@ TfConfig TfConfig::parse(const std::string& text, const std::string& source) {
   } catch (const nlohmann::json::parse_error& e) {
     throw ConfigError(source + ": invalid JSON at byte " + std::to_string(e.byte) + " " +
                       json_error_context(text, e.byte > 0 ? e.byte - 1 : 0) + ": " + e.what());
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
+    throw ConfigError(source + ": invalid JSON: " + e.what());
   }
   if (!j.is_object())
     fail(source, "top level", "expected a JSON object, got " + std::string(j.type_name()));

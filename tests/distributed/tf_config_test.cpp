@@ -124,5 +124,12 @@ TEST(TfConfig, ClusterCheckCommand) {
   EXPECT_NE(unset.output.find("TF_CONFIG is not set"), std::string::npos) << unset.output;
 }
 
+TEST(TfConfig, NumbersJsonCannotHoldAreAConfigError) {
+  // Found by fuzz_tf_config: nlohmann throws out_of_range, not parse_error, for these.
+  EXPECT_THROW(TfConfig::parse("33333333333333E3333333333333333333"), ConfigError);
+  EXPECT_THROW(TfConfig::parse(R"({"cluster": {"ps": ["a:1"]}, "task": {"index": 1E400}})"),
+               ConfigError);
+}
+
 }  // namespace
 }  // namespace dtrain::distributed

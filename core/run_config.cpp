@@ -172,6 +172,16 @@ std::vector<ConfigOption> make_table() {
              "seconds after which a silent ps or worker is declared dead")
           .json_key("peer_timeout_seconds")
           .check([](const double& v) { return v >= 1 && v <= 86400; }, "seconds in [1, 86400]"),
+      option("tls-cert", &C::tls_cert,
+             "PEM certificate of this task: a ps serves TLS with it, a worker presents it")
+          .no_default()
+          .local(),
+      option("tls-key", &C::tls_key, "PEM private key of --tls-cert").no_default().local(),
+      option("tls-ca", &C::tls_ca,
+             "PEM CA certificate(s): workers verify the ps with it; a ps given it requires "
+             "client certificates signed by it (mutual TLS)")
+          .no_default()
+          .local(),
       option("insecure", &C::insecure,
              "run a parameter-server task without DTRAIN_CLUSTER_TOKEN: any local process can "
              "then pull the model and stop the cluster (cluster run makes a token itself)")

@@ -53,6 +53,7 @@ struct RunConfig {
   double connect_timeout_seconds = 120;  // workers waiting for the ps tasks
   double peer_timeout_seconds = 30;      // a silent peer is declared dead after this
   bool insecure = false;  // a parameter-server cluster without DTRAIN_CLUSTER_TOKEN (warned)
+  std::string tls_cert, tls_key, tls_ca;  // PEM files: TLS for the parameter-server traffic
 
   // Tracking: the run history in a workspace (rank 0 / the PS chief).
   std::string workspace = "dtrain-workspace";  // "none": no tracking

@@ -77,8 +77,11 @@ void Trainer::check_position(const std::filesystem::path& path, const nlohmann::
     return p[key].get<int64_t>();
   };
   for (const char* key : {"loss_sum", "sync_seconds", "elapsed_seconds"}) {
-    if (!p.contains(key) || !p[key].is_number() || !std::isfinite(p[key].get<double>())) {
-      throw CheckpointError(path.string() + ": partial_epoch." + key + " is missing or not finite");
+    const bool ok = p.contains(key) && p[key].is_number() && std::isfinite(p[key].get<double>()) &&
+                    p[key].get<double>() >= 0 && p[key].get<double>() <= 1e12;
+    if (!ok) {
+      throw CheckpointError(path.string() + ": partial_epoch." + key +
+                            " is missing or not a number in [0, 1e12]");
     }
   }
   for (const char* key : {"correct", "samples", "skipped"}) field(key);

@@ -5,8 +5,8 @@
 #include <torch/serialize/output-archive.h>
 
 #include <chrono>
-#include <cmath>
 #include <csignal>
+#include <iterator>
 #include <limits>
 #include <thread>
 
@@ -123,24 +123,32 @@ void AllreduceSync::inject_fault(const NamedTensors& grads) {
   }
 }
 
+namespace {
+// The stop signals a rank can ask for, one control slot each (a vote count after the sum).
+constexpr int kStopSignals[] = {SIGTERM, SIGINT, SIGUSR1};
+}  // namespace
+
 void AllreduceSync::write_control(Bucket& b) const {
-  const bool stop = control_.stop_signal != 0;
-  b.buffer.narrow(0, b.grad_numel, 1).fill_(stop ? 1 : 0);
-  b.buffer.narrow(0, b.grad_numel + 1, 1).fill_(control_.stop_signal);
-  b.buffer.narrow(0, b.grad_numel + 2, 1).fill_(control_.checkpoint ? 1 : 0);
+  int64_t slot = b.grad_numel;
+  for (int sig : kStopSignals) {
+    b.buffer.narrow(0, slot++, 1).fill_(control_.stop_signal == sig ? 1 : 0);
+  }
+  b.buffer.narrow(0, slot, 1).fill_(control_.checkpoint ? 1 : 0);
 }
 
 void AllreduceSync::read_control(const Bucket& b) {
   const torch::Tensor c = b.buffer.narrow(0, b.grad_numel, kControlSlots).to(torch::kDouble).cpu();
-  const double stops = c[0].item<double>(), signals = c[1].item<double>();
-  // Ranks usually get the same signal (mpirun passes it on to all); otherwise the average names
-  // one that some rank got only by chance, so keep it when it is whole, else SIGTERM's.
-  const double mean = stops > 0 ? signals / stops : 0;
-  control_.stop_signal =
-      stops > 0
-          ? (mean == std::floor(mean) && mean >= 1 && mean < 65 ? static_cast<int>(mean) : SIGTERM)
-          : 0;
-  control_.checkpoint = c[2].item<double>() > 0;
+  // Stop if any rank asked; report the signal most ranks got (mpirun passes one on to all).
+  control_.stop_signal = 0;
+  double most = 0;
+  for (size_t k = 0; k < std::size(kStopSignals); ++k) {
+    const double votes = c[static_cast<int64_t>(k)].item<double>();
+    if (votes > most) {
+      most = votes;
+      control_.stop_signal = kStopSignals[k];
+    }
+  }
+  control_.checkpoint = c[kControlSlots - 1].item<double>() > 0;
 }
 
 GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {

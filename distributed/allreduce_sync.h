@@ -54,7 +54,8 @@ class AllreduceSync : public GradientSync {
   /// Writes this rank's control_ into the last bucket's control slots / reads the sums back.
   void write_control(Bucket& b) const;
   void read_control(const Bucket& b);
-  static constexpr int64_t kControlSlots = 3;  // stop requests, their signals, checkpoint requests
+  // Votes for stopping on SIGTERM, SIGINT and SIGUSR1, then checkpoint requests.
+  static constexpr int64_t kControlSlots = 4;
 
   std::unique_ptr<Communicator> comm_;
   AllreduceSyncOptions options_;

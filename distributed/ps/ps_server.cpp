@@ -351,13 +351,14 @@ class Service final : public ParameterServer::Service {
 }  // namespace
 
 int serve(const ServerOptions& options) {
+  const TlsMaterial tls = TlsMaterial::load(options.tls_cert, options.tls_key, options.tls_ca);
   Service service(options);
   grpc::ServerBuilder builder;
   int port = 0;
   // gRPC turns SO_REUSEPORT on by default: a second ps on the same address would bind silently
   // and take half the calls.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.address, server_credentials(tls), &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.RegisterService(&service);
@@ -366,8 +367,11 @@ int serve(const ServerOptions& options) {
     throw CommError(options.task + ": cannot listen on " + options.address +
                     " (address in use, or not an address of this host)");
   }
-  spdlog::info("serving on {}{}", options.address,
-               options.token.empty() ? "" : " (cluster token required)");
+  spdlog::info("serving on {}{}{}", options.address,
+               options.token.empty() ? "" : " (cluster token required)",
+               !tls.enabled()   ? ""
+               : tls.ca.empty() ? " over TLS"
+                                : " over mutual TLS");
   const std::string failure = service.watch();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (!failure.empty()) throw CommError(failure);

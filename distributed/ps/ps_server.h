@@ -9,13 +9,14 @@
 namespace dtrain::distributed::ps {
 
 struct ServerOptions {
-  std::string task = "ps:0";          ///< this task's name, for messages
-  std::string address;                ///< host:port from TF_CONFIG; bound exactly (not 0.0.0.0)
-  std::string token;                  ///< DTRAIN_CLUSTER_TOKEN; empty: no authentication
-  std::set<std::string> known_tasks;  ///< "chief:0", "worker:1", ...; calls from others refused
-  bool sync = true;                   ///< --ps-mode sync (average one push per task) or async
-  double peer_timeout_seconds = 30;   ///< a registered task silent this long is declared dead
-  double init_timeout_seconds = 300;  ///< how long to wait for the chief's Init
+  std::string task = "ps:0";              ///< this task's name, for messages
+  std::string address;                    ///< host:port from TF_CONFIG; bound exactly (not 0.0.0.0)
+  std::string token;                      ///< DTRAIN_CLUSTER_TOKEN; empty: no authentication
+  std::set<std::string> known_tasks;      ///< "chief:0", "worker:1", ...; calls from others refused
+  std::string tls_cert, tls_key, tls_ca;  ///< PEM files (--tls-*); none: plain TCP
+  bool sync = true;                       ///< --ps-mode sync (average one push per task) or async
+  double peer_timeout_seconds = 30;       ///< a registered task silent this long is declared dead
+  double init_timeout_seconds = 300;      ///< how long to wait for the chief's Init
   int64_t max_message_bytes = int64_t{256} << 20;
 };
 

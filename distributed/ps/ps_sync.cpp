@@ -94,6 +94,8 @@ PsSync::~PsSync() {
 }
 
 void PsSync::connect() {
+  const auto credentials =
+      channel_credentials(TlsMaterial::load(options_.tls_cert, options_.tls_key, options_.tls_ca));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -104,8 +106,7 @@ void PsSync::connect() {
     auto peer = std::make_unique<Peer>();
     peer->name = "ps:" + std::to_string(index);
     peer->address = address.text();
-    peer->channel =
-        grpc::CreateCustomChannel(peer->address, grpc::InsecureChannelCredentials(), args);
+    peer->channel = grpc::CreateCustomChannel(peer->address, credentials, args);
     auto next_log = Clock::now() + std::chrono::seconds(2);
     while (!peer->channel->WaitForConnected(std::chrono::system_clock::now() +
                                             std::chrono::milliseconds(500))) {

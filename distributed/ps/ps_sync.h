@@ -20,7 +20,8 @@ class Slice;  // ps.proto
 struct PsSyncOptions {
   TfConfig cluster;
   bool sync = true;
-  std::string token;  ///< DTRAIN_CLUSTER_TOKEN
+  std::string token;                      ///< DTRAIN_CLUSTER_TOKEN
+  std::string tls_cert, tls_key, tls_ca;  ///< PEM files (--tls-*); none: plain TCP
   double connect_timeout_seconds = 120;
   double peer_timeout_seconds = 30;
   int64_t max_message_bytes = int64_t{256} << 20;

@@ -8,24 +8,13 @@
 #include "data/mnist.h"
 #include "data/sampler.h"
 #include "models/registry.h"
+#include "quarters_data.h"
 #include "test_util.h"
 
 namespace dtrain {
 namespace {
 
 using testing::TempDir;
-
-// A small learnable problem: class = which quarter of the image is brightest.
-data::MnistDataset synthetic(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto labels = torch::randint(0, 4, {n}, torch::kLong);
-  auto images = torch::randint(0, 60, {n, 8, 8}, torch::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t q = labels[i].item<int64_t>();
-    images[i].slice(0, (q / 2) * 4, (q / 2) * 4 + 4).slice(1, (q % 2) * 4, (q % 2) * 4 + 4) += 150;
-  }
-  return data::MnistDataset(images.to(torch::kUInt8), labels.to(torch::kUInt8), "synthetic");
-}
 
 RunConfig small_config(const std::filesystem::path& out, const std::string& optimizer) {
   RunConfig c;
@@ -41,7 +30,7 @@ RunConfig small_config(const std::filesystem::path& out, const std::string& opti
 }
 
 std::vector<EpochMetrics> run(RunConfig config, const std::string& resume_from = "") {
-  auto train = synthetic(203, 1), test = synthetic(50, 2);
+  auto train = testing::quarters_dataset(203, 1), test = testing::quarters_dataset(50, 2);
   torch::manual_seed(config.seed);
   Model model = models::build_model(config, {64, 10});
   Trainer trainer(config, model, torch::kCPU);
@@ -104,7 +93,7 @@ TEST(Trainer, SyncThatSkipsStepsLeavesWeightsAlone) {
   RunConfig c = small_config(dir.path(), "sgd");
   c.epochs = 1;
   c.checkpoint_every = 0;
-  auto train = synthetic(40, 1);
+  auto train = testing::quarters_dataset(40, 1);
   torch::manual_seed(1);
   Model model = models::build_model(c, {64, 10});
   auto before = model.module->parameters()[0].clone();

@@ -15,6 +15,7 @@
 #include "data/sampler.h"
 #include "distributed/backend/nccl/nccl_communicator.h"
 #include "models/registry.h"
+#include "quarters_data.h"
 #include "test_util.h"
 
 namespace dtrain {
@@ -26,18 +27,6 @@ using testing::TempDir;
   if (!torch::cuda::is_available())                                                      \
   GTEST_SKIP() << "LibTorch sees no CUDA device (CPU-only LibTorch or no GPU); the GPU " \
                   "tests run on a GPU machine with tools/gpu-check.sh"
-
-// Learnable: the class is which quarter of the image is brightest.
-data::MnistDataset quarters(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto labels = torch::randint(0, 4, {n}, torch::kLong);
-  auto images = torch::randint(0, 60, {n, 8, 8}, torch::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t q = labels[i].item<int64_t>();
-    images[i].slice(0, (q / 2) * 4, (q / 2) * 4 + 4).slice(1, (q % 2) * 4, (q % 2) * 4 + 4) += 150;
-  }
-  return data::MnistDataset(images.to(torch::kUInt8), labels.to(torch::kUInt8), "quarters");
-}
 
 RunConfig small_config(const std::filesystem::path& out, int epochs) {
   RunConfig c;
@@ -57,7 +46,7 @@ struct Trained {
 };
 
 Trained train_on(const torch::Device& device, RunConfig config, const std::string& resume = "") {
-  auto train = quarters(600, 1), test = quarters(200, 2);
+  auto train = testing::quarters_dataset(600, 1), test = testing::quarters_dataset(200, 2);
   torch::manual_seed(config.seed);
   Model model = models::build_model(config, {64, 10});
   Trainer trainer(config, model, device);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <sstream>
+#include <thread>
 
 #include <fmt/ranges.h>
 
@@ -152,6 +153,49 @@ TEST_F(PsCluster, WrongTokenIsRejectedAndLogged) {
   EXPECT_NE(r.output.find("DTRAIN_CLUSTER_TOKEN"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("rejected a call from"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(out / "model"));
+}
+
+TEST_F(PsCluster, MutualTlsClusterTrainsAndAPlainClientIsRefused) {
+  TempDir out, pki;
+  const std::string d = pki.path().string();
+  CommandResult certs = testing::run_command(
+      "bash -c 'set -e; cd " + d +
+          "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+          "-subj /CN=dtrain-test-ca; "
+          "openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr -subj /CN=127.0.0.1; "
+          "echo subjectAltName=IP:127.0.0.1 > ext; "
+          "openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out node.pem "
+          "-days 2 -extfile ext' 2>&1",
+      60);
+  ASSERT_EQ(certs.exit_code, 0) << certs.output;
+  const std::string tls =
+      " --tls-cert " + d + "/node.pem --tls-key " + d + "/node.key --tls-ca " + d + "/ca.pem";
+  CommandResult r =
+      dtrain_cmd("cluster run --ps 1 --workers 1 -- --epochs 1" + tls + train_flags(out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("over mutual TLS"), std::string::npos) << r.output;
+
+  // A ps serving mutual TLS; a worker without TLS (right token) never gets through.
+  const int port = distributed::free_loopback_ports(1)[0];
+  const std::string cluster = "{\"cluster\": {\"ps\": [\"127.0.0.1:" + std::to_string(port) +
+                              "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": ";
+  const std::string env = "DTRAIN_CLUSTER_TOKEN=tls-test-token-0123456789 ";
+  std::thread ps([&] {
+    testing::run_command("env " + env + "TF_CONFIG='" + cluster + "\"ps\", \"index\": 0}}' " +
+                             testing::dtrain_binary() + " train --distributed ps --peer-timeout 5" +
+                             tls + train_flags(out) + " > " + (out / "ps.log").string() + " 2>&1",
+                         60);
+  });
+  CommandResult plain =
+      dtrain_cmd("train --distributed ps --epochs 1 --connect-timeout 4" + train_flags(out), 60,
+                 env + "TF_CONFIG='" + cluster + "\"worker\", \"index\": 0}}'");
+  EXPECT_EQ(plain.exit_code, 1) << plain.output;
+  EXPECT_NE(plain.output.find("--connect-timeout"), std::string::npos) << plain.output;
+  // Then one with TLS trains against it and shuts it down.
+  CommandResult good = dtrain_cmd("train --distributed ps --epochs 1" + tls + train_flags(out), 60,
+                                  env + "TF_CONFIG='" + cluster + "\"worker\", \"index\": 0}}'");
+  ps.join();
+  EXPECT_EQ(good.exit_code, 0) << good.output << testing::read_text(out / "ps.log");
 }
 
 TEST_F(PsCluster, DeadWorkerIsNamedAndEveryoneExitsNonZeroWithoutALauncher) {

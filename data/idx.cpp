@@ -193,18 +193,28 @@ torch::Tensor parse_idx(std::string_view bytes, const std::string& name) {
 IdxHeader read_idx_header(const fs::path& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) throw DataError(path.string() + ": no such file");
-  if (!is_gzip(path)) {
-    // Checked against the file size, so a header is only returned for a file of the right size.
+  const auto prefix = [&](size_t bytes) {
     std::ifstream in(path, std::ios::binary);
-    std::string head(4 + 4 * kMaxDims, '\0');
+    std::string head(bytes, '\0');
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     head.resize(static_cast<size_t>(in.gcount()));
-    IdxHeader h = parse_idx_header(head, path.string());
+    return head;
+  };
+  if (!is_gzip(path)) {
+    // Checked against the file size, so a header is only returned for a file of the right size.
+    IdxHeader h = parse_idx_header(prefix(4 + 4 * kMaxDims), path.string());
     check_size(h, 4 + 4 * h.dims.size(), fs::file_size(path), path.string());
     return h;
   }
-  // Only the first inflated chunk (at most 1 MiB) is produced to read the header.
+  // Only the first inflated chunk (at most 1 MiB) is produced to read the header, from the first
+  // 64 KiB of the file; the whole file only when its gzip header is longer than that.
   const std::string name = path.string() + " (gzip)";
+  constexpr size_t kPrefix = size_t{64} << 10;
+  try {
+    return parse_idx_header(gunzip(prefix(kPrefix), name, 4 + 4 * kMaxDims, false), name);
+  } catch (const DataError&) {
+    if (fs::file_size(path) <= kPrefix) throw;
+  }
   return parse_idx_header(gunzip(read_file(path, kMaxFileBytes), name, 4 + 4 * kMaxDims, false),
                           name);
 }

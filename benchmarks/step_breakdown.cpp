@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
       for (int s = 0; s < steps / 3; ++s) {
         auto b = ds.get(batches[s % batches.size()], torch::kCPU);
         if (fused) {
-          model.train_step(b.inputs, b.targets, 1.0, false);
+          model.train_step(b.inputs, b.targets, 1.0, false, {});
         } else {
           opt.zero_grad();
           torch::nn::functional::cross_entropy(model.forward(b.inputs), b.targets).backward();

@@ -24,12 +24,15 @@ struct Model {
   /// Architecture description (RunConfig::model_json()) recorded with checkpoints.
   nlohmann::json spec;
   /// Optional fast path: forward and backward of mean cross-entropy without autograd. Writes
-  /// loss_scale * d(loss)/d(param) into every parameter's grad (adds to it if `accumulate`) and
-  /// returns {loss (unscaled, 0-dim), logits}. Must match the autograd gradients within float
-  /// rounding; the Trainer uses autograd when it is empty.
-  std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor& inputs,
-                                                        const torch::Tensor& targets,
-                                                        double loss_scale, bool accumulate)>
+  /// loss_scale * d(loss)/d(param) into `grads` (one tensor per module->parameters() entry, in
+  /// that order; each parameter's own grad when `grads` is empty), adding to it if `accumulate`,
+  /// and returns {loss (unscaled, 0-dim), logits}. Must match the autograd gradients within float
+  /// rounding, and be safe to call from several threads at once on different inputs and
+  /// `grads` (the Trainer splits a batch across threads: core/sharded_step.h). The Trainer uses
+  /// autograd when it is empty.
+  std::function<std::pair<torch::Tensor, torch::Tensor>(
+      const torch::Tensor& inputs, const torch::Tensor& targets, double loss_scale, bool accumulate,
+      const std::vector<torch::Tensor>& grads)>
       train_step;
 };
 

@@ -10,6 +10,7 @@
 #include "core/errors.h"
 #include "core/option_table.h"
 #include "core/run_config.h"
+#include "core/thread_team.h"
 
 namespace dtrain {
 
@@ -42,14 +43,25 @@ class Sgd final : public Optimizer {
         for (const auto& p : params_) bufs->push_back(torch::zeros_like(p));
       }
     }
+    bool fused = true;
+    for (const auto& p : params_) {
+      fused = fused && plain_cpu_float(p) && (!p.grad().defined() || plain_cpu_float(p.grad()));
+    }
+    if (fused) {
+      for_each_range([&](size_t i, int64_t begin, int64_t end) {
+        const torch::Tensor& g = params_[i].grad();
+        if (g.defined()) {
+          fused_step(params_[i], g, bufs != nullptr ? &(*bufs)[i] : nullptr, first, lr, m, wd,
+                     begin, end);
+        }
+      });
+      ++step_;
+      return;
+    }
     for (size_t i = 0; i < params_.size(); ++i) {
       torch::Tensor& p = params_[i];
       const torch::Tensor g = p.grad();
       if (!g.defined()) continue;
-      if (plain_cpu_float(p) && plain_cpu_float(g)) {
-        fused_step(p, g, bufs != nullptr ? &(*bufs)[i] : nullptr, first, lr, m, wd);
-        continue;
-      }
       torch::Tensor d = wd != 0 ? g.add(p, wd) : g;
       if (bufs != nullptr) {
         torch::Tensor& buf = (*bufs)[i];
@@ -66,18 +78,20 @@ class Sgd final : public Optimizer {
   }
 
  private:
+  /// Elements [begin, end) of one parameter, in one pass.
   static void fused_step(torch::Tensor& p, const torch::Tensor& grad, torch::Tensor* buf,
-                         bool first, double lr_d, double m_d, double wd_d) {
+                         bool first, double lr_d, double m_d, double wd_d, int64_t begin,
+                         int64_t end) {
     const float lr = static_cast<float>(lr_d), m = static_cast<float>(m_d),
                 wd = static_cast<float>(wd_d);
-    float* __restrict w = p.data_ptr<float>();
-    const float* __restrict g = grad.data_ptr<float>();
-    const int64_t n = p.numel();
+    float* __restrict w = p.data_ptr<float>() + begin;
+    const float* __restrict g = grad.data_ptr<float>() + begin;
+    const int64_t n = end - begin;
     if (buf == nullptr) {
       for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
       return;
     }
-    float* __restrict b = buf->data_ptr<float>();
+    float* __restrict b = buf->data_ptr<float>() + begin;
     if (first) {
       for (int64_t i = 0; i < n; ++i) {
         b[i] = g[i] + wd * w[i];
@@ -112,18 +126,25 @@ class Adam final : public Optimizer {
     const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step_));
     const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step_));
     const double step_size = settings_.learning_rate / bias_correction1;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      torch::Tensor& p = params_[i];
-      torch::Tensor grad = p.grad();
-      if (!grad.defined()) continue;
+    // Element ranges of each parameter (elementwise: the same result however they are split).
+    std::vector<torch::Tensor>& avg = slots_["exp_avg"];
+    std::vector<torch::Tensor>& avg_sq = slots_["exp_avg_sq"];
+    for_each_range([&](size_t i, int64_t begin, int64_t end) {
+      const torch::Tensor& full_grad = params_[i].grad();
+      if (!full_grad.defined()) return;
+      const auto part = [&](const torch::Tensor& t) {
+        return t.view(-1).narrow(0, begin, end - begin);
+      };
+      torch::Tensor p = part(params_[i]);
+      torch::Tensor grad = part(full_grad);
       if (settings_.weight_decay != 0) grad = grad.add(p, settings_.weight_decay);
-      torch::Tensor& exp_avg = slots_["exp_avg"][i];
-      torch::Tensor& exp_avg_sq = slots_["exp_avg_sq"][i];
+      torch::Tensor exp_avg = part(avg[i]);
+      torch::Tensor exp_avg_sq = part(avg_sq[i]);
       exp_avg.mul_(beta1).add_(grad, 1 - beta1);
       exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
       const torch::Tensor denom = (exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps);
       p.addcdiv_(exp_avg, denom, -step_size);
-    }
+    });
   }
 };
 
@@ -180,6 +201,20 @@ OptimizerSettings OptimizerSettings::from_json(const nlohmann::json& j) {
 
 Optimizer::Optimizer(OptimizerSettings settings, std::vector<torch::Tensor> params)
     : settings_(std::move(settings)), params_(std::move(params)) {}
+
+void Optimizer::for_each_range(const std::function<void(size_t, int64_t, int64_t)>& fn) {
+  if (team_ == nullptr || team_->size() == 1) {
+    for (size_t i = 0; i < params_.size(); ++i) fn(i, 0, params_[i].numel());
+    return;
+  }
+  const int members = team_->size();
+  team_->run([&](int k) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int64_t n = params_[i].numel();
+      fn(i, n * k / members, n * (k + 1) / members);
+    }
+  });
+}
 
 void Optimizer::zero_grad() {
   for (auto& p : params_) {

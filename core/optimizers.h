@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@ class OutputArchive;
 namespace dtrain {
 
 struct RunConfig;
+class ThreadTeam;
 
 /// What an optimizer is built from: the RunConfig fields it reads.
 struct OptimizerSettings {
@@ -55,6 +57,11 @@ class Optimizer {
   virtual std::vector<std::string> slot_names() const = 0;
 
   void zero_grad();
+  /// Steps then split each parameter's elements across `team`'s members (null: this thread).
+  /// The team must outlive the optimizer's steps. Elementwise: the result does not change.
+  void set_team(ThreadTeam* team) { team_ = team; }
+  /// The rate the next step() uses (warm-up and scaling change it between epochs).
+  void set_learning_rate(double rate) { settings_.learning_rate = rate; }
   /// One step over every parameter with a gradient.
   virtual void step() = 0;
 
@@ -79,11 +86,16 @@ class Optimizer {
   Optimizer(OptimizerSettings settings, std::vector<torch::Tensor> params);
 
  protected:
+  /// fn(parameter index, begin, end) over element ranges covering every parameter, the ranges
+  /// spread over the team's members when there is a team.
+  void for_each_range(const std::function<void(size_t, int64_t, int64_t)>& fn);
+
   /// Slot name -> one tensor per parameter (created by the kind's first step).
   std::map<std::string, std::vector<torch::Tensor>> slots_;
   int64_t step_ = 0;
   OptimizerSettings settings_;
   std::vector<torch::Tensor> params_;
+  ThreadTeam* team_ = nullptr;
 };
 
 /// Builds the optimizer `settings.name` names over `params`; throws ConfigError listing the known

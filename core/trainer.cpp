@@ -10,7 +10,9 @@
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
+#include "core/sharded_step.h"
 #include "core/stop_signal.h"
+#include "core/thread_team.h"
 
 namespace dtrain {
 
@@ -34,6 +36,14 @@ Trainer::Trainer(RunConfig config, Model model, torch::Device device, GradientSy
   config_.validate();
   model_.module->to(device_);
   optimizer_ = make_optimizer(OptimizerSettings::from(config_), model_.module->parameters());
+  if (model_.train_step) {
+    // On the CPU a batch is split across the intra-op threads (core/sharded_step.h), each running
+    // single-threaded GEMMs.
+    const int shards = device_.is_cpu() ? compute_threads() : 1;
+    if (shards > 1) set_blas_threads(1);
+    step_ = std::make_unique<ShardedStep>(model_, shards);
+    optimizer_->set_team(step_->team());
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -171,7 +181,7 @@ EvalResult Trainer::evaluate(const BatchSource& data, const Sampler& sampler) {
   int64_t samples = 0;
   for (const auto& indices : sampler.batches(0)) {
     Batch b = data.get(indices, device_);
-    auto logits = model_.forward(b.inputs);
+    auto logits = step_ ? step_->forward(b.inputs) : model_.forward(b.inputs);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, b.targets,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -253,22 +263,23 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       const bool group_end =
           (i + 1) % static_cast<size_t>(accumulate) == 0 || i + 1 == batches.size();
       Batch b = train.get(batches[i], device_);
-      torch::Tensor logits, loss;
-      if (model_.train_step) {
+      torch::Tensor loss, batch_correct;
+      if (step_) {
         // Hand-written backward: no autograd graph, gradients overwritten at a group's start.
-        std::tie(loss, logits) = model_.train_step(
-            b.inputs, b.targets, 1.0 / static_cast<double>(accumulate), !group_start);
+        std::tie(loss, batch_correct) =
+            step_->run(b, 1.0 / static_cast<double>(accumulate), !group_start);
       } else {
         if (group_start) optimizer_->zero_grad();
-        logits = model_.forward(b.inputs);
+        const torch::Tensor logits = model_.forward(b.inputs);
         loss = torch::nn::functional::cross_entropy(logits, b.targets);
         (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
+        batch_correct = logits.detach().argmax(1).eq(b.targets).sum();
       }
       {
         torch::NoGradGuard no_grad;
         const int64_t n = b.targets.size(0);
         loss_sum += loss.detach().to(torch::kDouble) * static_cast<double>(n);
-        correct += logits.argmax(1).eq(b.targets).sum();
+        correct += batch_correct;
         samples += n;
       }
       if (group_end) {

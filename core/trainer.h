@@ -16,6 +16,8 @@
 
 namespace dtrain {
 
+class ShardedStep;
+
 struct EvalResult {
   double loss = 0;
   double accuracy = 0;
@@ -75,6 +77,7 @@ class Trainer {
   GradientSync default_sync_;
   GradientSync* sync_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<ShardedStep> step_;  // set when the model has a hand-written train_step
   std::vector<std::unique_ptr<MetricsSink>> sinks_;
   std::vector<EpochMetrics> history_;
   int64_t epochs_done_ = 0;

@@ -53,10 +53,12 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
   return x;
 }
 
-std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(const torch::Tensor& input,
-                                                            const torch::Tensor& targets,
-                                                            double loss_scale, bool accumulate) {
+std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
+    const torch::Tensor& input, const torch::Tensor& targets, double loss_scale, bool accumulate,
+    const std::vector<torch::Tensor>& grads) {
   torch::NoGradGuard no_grad;
+  TORCH_CHECK(grads.empty() || grads.size() == 2 * linears_.size(),
+              "train_step: expected one gradient tensor per parameter");
   const auto& act = options.activation();
   // Forward, keeping each layer's input (post-activation) for the backward pass.
   std::vector<torch::Tensor> inputs;
@@ -83,8 +85,10 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(const torch::Tensor&
   g.scatter_add_(1, targets.unsqueeze(1), torch::full({targets.size(0), 1}, -1.0, g.options()));
   g.mul_(loss_scale / static_cast<double>(targets.size(0)));
 
-  auto write = [accumulate](torch::Tensor& param, const auto& compute_into, const auto& add_into) {
-    torch::Tensor& grad = param.mutable_grad();
+  auto write = [&](size_t index, torch::Tensor& param, const auto& compute_into,
+                   const auto& add_into) {
+    torch::Tensor own = grads.empty() ? torch::Tensor() : grads[index];
+    torch::Tensor& grad = grads.empty() ? param.mutable_grad() : own;
     if (!grad.defined()) {
       grad = torch::zeros_like(param);
       add_into(grad);
@@ -98,10 +102,10 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(const torch::Tensor&
     auto& lin = linears_[i];
     const torch::Tensor& a = inputs[i];
     write(
-        lin->weight, [&](torch::Tensor& w) { at::mm_out(w, g.t(), a); },
+        2 * i, lin->weight, [&](torch::Tensor& w) { at::mm_out(w, g.t(), a); },
         [&](torch::Tensor& w) { w.addmm_(g.t(), a); });
     write(
-        lin->bias, [&](torch::Tensor& b) { at::sum_out(b, g, {0}); },
+        2 * i + 1, lin->bias, [&](torch::Tensor& b) { at::sum_out(b, g, {0}); },
         [&](torch::Tensor& b) { b.add_(g.sum(0)); });
     if (i == 0) break;
     g = g.mm(lin->weight);

@@ -29,10 +29,12 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
   /// Forward and backward of mean cross-entropy by hand (no autograd graph, gradients written
-  /// straight into each parameter's grad with GEMMs). See Model::train_step.
+  /// with GEMMs straight into `grads`, one per parameter in parameters() order, or into each
+  /// parameter's grad when `grads` is empty). See Model::train_step.
   std::pair<torch::Tensor, torch::Tensor> train_step(const torch::Tensor& x,
                                                      const torch::Tensor& targets,
-                                                     double loss_scale, bool accumulate);
+                                                     double loss_scale, bool accumulate,
+                                                     const std::vector<torch::Tensor>& grads = {});
   void pretty_print(std::ostream& stream) const override;
 
   MlpOptions options;

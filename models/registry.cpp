@@ -18,8 +18,8 @@ Model make_mlp(const RunConfig& config, const DataShape& shape) {
   m.module = mlp.ptr();
   m.forward = [mlp](const torch::Tensor& x) mutable { return mlp->forward(x); };
   m.train_step = [mlp](const torch::Tensor& x, const torch::Tensor& y, double scale,
-                       bool accumulate) mutable {
-    return mlp->train_step(x, y, scale, accumulate);
+                       bool accumulate, const std::vector<torch::Tensor>& grads) mutable {
+    return mlp->train_step(x, y, scale, accumulate, grads);
   };
   m.spec = config.model_json();
   m.spec["in_features"] = shape.features;

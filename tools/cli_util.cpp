@@ -1,7 +1,6 @@
 #include "tools/cli_util.h"
 
 #include <ATen/Parallel.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -10,6 +9,7 @@
 #include <thread>
 
 #include "core/errors.h"
+#include "core/thread_team.h"
 
 namespace dtrain::cli {
 
@@ -146,13 +146,9 @@ int configure_threads(int threads, int local_ranks) {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     threads = std::max(1, cores / std::max(1, local_ranks));
   }
-  at::set_num_threads(threads);
-  // LibTorch's GEMMs run on OpenBLAS's own thread pool, which at::set_num_threads does not size.
-  // Without this, two ranks on two cores run four BLAS threads and a step takes 2.5x longer.
-  using SetThreads = void (*)(int);
-  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    fn(threads);
-  }
+  // OpenBLAS's pool is sized too (at::set_num_threads does not): without it, two ranks on two
+  // cores ran four BLAS threads and a step took 2.5x longer.
+  set_compute_threads(threads);
   return threads;
 }
 

@@ -4,14 +4,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "core/errors.h"
 #include "core/logging.h"
 #include "core/stop_signal.h"
+#include "core/thread_team.h"
 #include "distributed/strategy.h"
 #include "dtrain/config.h"
 #include "tools/commands.h"
@@ -72,13 +75,8 @@ int fail(int exit_code) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // libgomp reads OMP_WAIT_POLICY when it loads, before main. Its default (spinning workers)
-  // fights OpenBLAS's own threads for the cores: an MNIST epoch on 2 cores took 8.7 s instead
-  // of 2.1 s. So set PASSIVE unless the user chose, and restart this same binary once.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    ::execv("/proc/self/exe", argv);  // on failure, carry on with the default policy
-  }
+  // All cores by default (train and eval size it from --threads); no OpenMP teams (see there).
+  dtrain::set_compute_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   dtrain::setup_logging();
   try {
     return dispatch(argc, argv);

@@ -4,6 +4,7 @@
 
 #include "core/checkpoint.h"
 #include "core/errors.h"
+#include "core/thread_team.h"
 #include "core/trainer.h"
 #include "data/mnist.h"
 #include "data/sampler.h"
@@ -50,19 +51,25 @@ torch::Tensor flat_weights(const std::filesystem::path& checkpoint) {
   return torch::cat(parts);
 }
 
-class ResumeEquivalence : public ::testing::TestWithParam<std::string> {};
+// (optimizer, compute threads): with threads > 1 each batch is split across a ThreadTeam.
+class ResumeEquivalence : public ::testing::TestWithParam<std::tuple<std::string, int>> {
+ protected:
+  void SetUp() override { set_compute_threads(std::get<1>(GetParam())); }
+  void TearDown() override { set_compute_threads(1); }
+  static std::string optimizer() { return std::get<0>(GetParam()); }
+};
 
 TEST_P(ResumeEquivalence, InterruptedRunEndsWithIdenticalWeights) {
   TempDir full_dir, part_dir;
-  auto full = run(small_config(full_dir.path(), GetParam()));
+  auto full = run(small_config(full_dir.path(), optimizer()));
   ASSERT_EQ(full.size(), 3u);
   EXPECT_GT(full.back().validation_acc, 0.9) << "the synthetic task should be learnt";
 
-  RunConfig first = small_config(part_dir.path(), GetParam());
+  RunConfig first = small_config(part_dir.path(), optimizer());
   first.epochs = 1;  // "interrupted" after epoch 1
   run(first);
   auto resumed =
-      run(small_config(part_dir.path(), GetParam()), (part_dir / "checkpoints").string());
+      run(small_config(part_dir.path(), optimizer()), (part_dir / "checkpoints").string());
   ASSERT_EQ(resumed.size(), 3u);  // history carried over from the checkpoint
   const auto last = checkpoint_file_name(3);
   EXPECT_TRUE(torch::equal(flat_weights(full_dir / "checkpoints" / last),
@@ -71,7 +78,9 @@ TEST_P(ResumeEquivalence, InterruptedRunEndsWithIdenticalWeights) {
   EXPECT_EQ(full.back().train_loss, resumed.back().train_loss);
 }
 
-INSTANTIATE_TEST_SUITE_P(Optimizers, ResumeEquivalence, ::testing::Values("sgd", "adam"));
+INSTANTIATE_TEST_SUITE_P(OptimizersAndThreads, ResumeEquivalence,
+                         ::testing::Combine(::testing::Values("sgd", "adam"),
+                                            ::testing::Values(1, 3)));
 
 TEST(Trainer, ResumeRejectsOtherArchitectureAndOptimizer) {
   TempDir dir;

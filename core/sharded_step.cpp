@@ -1,0 +1,118 @@
+#include "core/sharded_step.h"
+
+#include <omp.h>
+#include <torch/nn/module.h>
+
+#include <algorithm>
+
+namespace dtrain {
+
+namespace {
+
+/// A flat buffer for every parameter, and per-parameter views into it.
+std::vector<torch::Tensor> views_into(const torch::Tensor& flat,
+                                      const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> views;
+  int64_t offset = 0;
+  for (const auto& p : params) {
+    views.push_back(flat.narrow(0, offset, p.numel()).view(p.sizes()));
+    offset += p.numel();
+  }
+  return views;
+}
+
+/// Runs the calling thread's share of a team's work without an OpenMP team of its own.
+class SingleThreaded {
+ public:
+  SingleThreaded() : threads_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SingleThreaded() { omp_set_num_threads(threads_); }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+ShardedStep::ShardedStep(const Model& model, int shards)
+    : model_(model), shards_(std::max(1, shards)), params_(model.module->parameters()) {
+  if (shards_ == 1 || params_.empty()) return;
+  team_ = std::make_unique<ThreadTeam>(shards_);
+  int64_t total = 0;
+  for (const auto& p : params_) total += p.numel();
+  flat_grad_ = torch::zeros({total}, params_.front().options().requires_grad(false));
+  const std::vector<torch::Tensor> grads = views_into(flat_grad_, params_);
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = grads[i];
+  for (int k = 1; k < shards_; ++k) {
+    shard_flat_.push_back(torch::zeros_like(flat_grad_));
+    shard_grads_.push_back(views_into(shard_flat_.back(), params_));
+  }
+}
+
+std::pair<int64_t, int64_t> ShardedStep::rows_of(int64_t k, int64_t rows) const {
+  const int64_t n = std::min<int64_t>(shards_, rows);
+  return {rows * k / n, rows * (k + 1) / n};
+}
+
+std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, double loss_scale,
+                                                         bool accumulate) {
+  const int64_t rows = batch.inputs.size(0);
+  const int64_t n = std::min<int64_t>(shards_, rows);
+  if (n <= 1) {
+    auto [loss, logits] =
+        model_.train_step(batch.inputs, batch.targets, loss_scale, accumulate, {});
+    torch::NoGradGuard no_grad;
+    return {loss, logits.argmax(1).eq(batch.targets).sum()};
+  }
+  std::vector<torch::Tensor> loss_sums(n), corrects(n);
+  team_->run([&](int k) {
+    SingleThreaded single;
+    torch::NoGradGuard no_grad;
+    if (k < n) {
+      const auto [lo, hi] = rows_of(k, rows);
+      const torch::Tensor x = batch.inputs.narrow(0, lo, hi - lo);
+      const torch::Tensor y = batch.targets.narrow(0, lo, hi - lo);
+      // Each shard's mean loss, weighted by its share of the batch, sums to the batch mean.
+      const double share = static_cast<double>(hi - lo) / static_cast<double>(rows);
+      auto [loss, logits] =
+          k == 0 ? model_.train_step(x, y, loss_scale * share, accumulate, {})
+                 : model_.train_step(x, y, loss_scale * share, false, shard_grads_[k - 1]);
+      loss_sums[k] = loss * static_cast<double>(hi - lo);
+      corrects[k] = logits.argmax(1).eq(y).sum();
+    }
+  });
+  // Shard 0 wrote into the parameters' grads; add the others in shard order, each member the
+  // element ranges the optimizer gives it too (an element's sum is the same whichever member
+  // computes it).
+  team_->run([&](int k) {
+    SingleThreaded single;
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int64_t numel = params_[i].numel();
+      const int64_t begin = numel * k / team_->size(), end = numel * (k + 1) / team_->size();
+      torch::Tensor into = params_[i].grad().view(-1).narrow(0, begin, end - begin);
+      for (int64_t s = 1; s < n; ++s) {
+        into.add_(shard_grads_[s - 1][i].view(-1).narrow(0, begin, end - begin));
+      }
+    }
+  });
+  torch::NoGradGuard no_grad;
+  return {torch::stack(loss_sums).sum() / static_cast<double>(rows), torch::stack(corrects).sum()};
+}
+
+torch::Tensor ShardedStep::forward(const torch::Tensor& inputs) {
+  const int64_t rows = inputs.size(0);
+  const int64_t n = std::min<int64_t>(shards_, rows);
+  if (n <= 1) return model_.forward(inputs);
+  std::vector<torch::Tensor> logits(n);
+  team_->run([&](int k) {
+    SingleThreaded single;
+    torch::NoGradGuard no_grad;
+    if (k < n) {
+      const auto [lo, hi] = rows_of(k, rows);
+      logits[k] = model_.forward(inputs.narrow(0, lo, hi - lo));
+    }
+  });
+  return torch::cat(logits);
+}
+
+}  // namespace dtrain

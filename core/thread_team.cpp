@@ -1,0 +1,125 @@
+#include "core/thread_team.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <omp.h>
+#include <torch/types.h>
+
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DTRAIN_CPU_RELAX() _mm_pause()
+#else
+#define DTRAIN_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace dtrain {
+
+namespace {
+
+// How long an idle member spins before it sleeps: longer than the gap between the parallel
+// phases of one step (batch gather, optimizer), far shorter than the gap between epochs.
+constexpr auto kSpin = std::chrono::microseconds(2000);
+
+std::atomic<int> g_compute_threads{0};
+
+/// One turn of a spin wait: a pause, and after some 65,000 of them a yield (a system call is dear
+/// in a VM), so that with more members than free cores the one waited for gets to run.
+void relax(int spins) {
+  if (spins < (1 << 16)) {
+    DTRAIN_CPU_RELAX();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
+
+void set_compute_threads(int threads) {
+  g_compute_threads.store(std::max(1, threads));
+  at::set_num_threads(1);
+  set_blas_threads(std::max(1, threads));
+}
+
+int compute_threads() { return std::max(1, g_compute_threads.load()); }
+
+void set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    fn(threads);
+  }
+}
+
+ThreadTeam::ThreadTeam(int size) : errors_(static_cast<size_t>(std::max(1, size))) {
+  for (int k = 1; k < size; ++k) workers_.emplace_back([this, k] { work(k); });
+}
+
+ThreadTeam::~ThreadTeam() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_.store(true);
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadTeam::run(const std::function<void(int)>& fn) {
+  if (workers_.empty()) {
+    fn(0);
+    return;
+  }
+  job_ = &fn;
+  for (auto& e : errors_) e = nullptr;
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  wake_.notify_all();  // cheap when nobody sleeps
+  try {
+    fn(0);
+  } catch (...) {
+    errors_[0] = std::current_exception();
+  }
+  for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) relax(spins);
+  job_ = nullptr;
+  for (auto& e : errors_) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+void ThreadTeam::work(int member) {
+  // One thread's share of a step is single-threaded: no OpenMP team inside it.
+  omp_set_num_threads(1);
+  torch::NoGradGuard no_grad;
+  uint64_t seen = 0;
+  while (true) {
+    uint64_t now = generation_.load(std::memory_order_acquire);
+    if (now == seen) {
+      const auto until = std::chrono::steady_clock::now() + kSpin;
+      int spins = 0;
+      while ((now = generation_.load(std::memory_order_acquire)) == seen && !stop_.load()) {
+        relax(++spins);
+        if (spins % 256 == 0 && std::chrono::steady_clock::now() > until) break;
+      }
+      if (now == seen) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] {
+          return stop_.load() || generation_.load(std::memory_order_acquire) != seen;
+        });
+        now = generation_.load(std::memory_order_acquire);
+      }
+    }
+    if (stop_.load()) return;
+    seen = now;
+    try {
+      (*job_)(member);
+    } catch (...) {
+      errors_[static_cast<size_t>(member)] = std::current_exception();
+    }
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+}  // namespace dtrain

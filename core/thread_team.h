@@ -1,0 +1,58 @@
+// ThreadTeam: a fixed team of threads that run one function per member, with wake-up latency of
+// a few microseconds (members spin briefly before they sleep). Used to split one training step
+// across cores (core/sharded_step.h), where a step lasts a fraction of a millisecond and
+// OpenMP's sleeping workers cost a futex wake-up per parallel region.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace dtrain {
+
+class ThreadTeam {
+ public:
+  /// `size` members: the calling thread of run() and size - 1 worker threads. Workers run with
+  /// LibTorch's intra-op parallelism off and autograd off (their work is single-threaded, and
+  /// gradients are written by hand).
+  explicit ThreadTeam(int size);
+  ~ThreadTeam();
+  ThreadTeam(const ThreadTeam&) = delete;
+  ThreadTeam& operator=(const ThreadTeam&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  /// Runs fn(0) .. fn(size() - 1) at once, fn(0) on this thread; returns when all have returned,
+  /// rethrowing the first exception any of them threw. Not reentrant.
+  void run(const std::function<void(int)>& fn);
+
+ private:
+  void work(int member);
+
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  std::vector<std::exception_ptr> errors_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+/// The threads one process computes with on the CPU (--threads, resolved by the command; 1 until
+/// set). The Trainer splits each batch across that many (core/sharded_step.h); elsewhere OpenBLAS
+/// runs GEMMs on that many. LibTorch's own OpenMP intra-op teams are kept to one thread: their
+/// spinning workers fought OpenBLAS's threads and ours for the cores (an epoch took 4x longer),
+/// and the only cure for that inside libgomp, OMP_WAIT_POLICY, is read once when it loads.
+void set_compute_threads(int threads);
+int compute_threads();
+
+/// Sets OpenBLAS's own thread count (at::set_num_threads does not size it). No-op for other BLAS.
+void set_blas_threads(int threads);
+
+}  // namespace dtrain

@@ -1,0 +1,117 @@
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+#include <torch/utils.h>
+
+#include <atomic>
+#include <stdexcept>
+
+#include "core/optimizers.h"
+#include "core/sharded_step.h"
+#include "core/thread_team.h"
+#include "models/registry.h"
+
+namespace dtrain {
+namespace {
+
+TEST(ThreadTeam, RunsEveryMemberEachTimeAndRethrows) {
+  ThreadTeam team(3);
+  ASSERT_EQ(team.size(), 3);
+  for (int round = 0; round < 500; ++round) {
+    std::vector<int> hits(3, 0);
+    team.run([&](int k) { hits[static_cast<size_t>(k)] += 1; });
+    ASSERT_EQ(hits, (std::vector<int>{1, 1, 1})) << "round " << round;
+  }
+  EXPECT_THROW(team.run([](int k) {
+    if (k == 2) throw std::runtime_error("member 2 failed");
+  }),
+               std::runtime_error);
+  std::atomic<int> after{0};
+  team.run([&](int) { after.fetch_add(1); });  // still usable after an error
+  EXPECT_EQ(after.load(), 3);
+  ThreadTeam alone(1);
+  int calls = 0;
+  alone.run([&](int k) { calls += k + 1; });
+  EXPECT_EQ(calls, 1);
+}
+
+Model small_model() {
+  RunConfig c;
+  c.hidden_sizes = {9, 7};
+  torch::manual_seed(5);
+  return models::build_model(c, {12, 4});
+}
+
+std::vector<torch::Tensor> grads_of(const Model& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.module->parameters()) out.push_back(p.grad().clone());
+  return out;
+}
+
+TEST(ShardedStep, SplitBatchGivesTheWholeBatchGradient) {
+  const auto x = torch::rand({7, 12});
+  const auto y = torch::randint(0, 4, {7}, torch::kLong);
+  const auto x2 = torch::rand({1, 12});  // fewer rows than shards: the idle shards add nothing
+  const auto y2 = torch::randint(0, 4, {1}, torch::kLong);
+  Model one = small_model();
+  ShardedStep single(one, 1);
+  const auto [loss1, correct1] = single.run({x, y}, 0.5, false);
+  single.run({x2, y2}, 0.5, true);
+  const auto expected = grads_of(one);
+  const auto logits = single.forward(x);
+  for (int shards : {2, 3}) {
+    Model m = small_model();
+    ShardedStep sharded(m, shards);
+    ASSERT_EQ(sharded.shards(), shards);
+    for (int repeat = 0; repeat < 2; ++repeat) {  // gradients are overwritten at a group's start
+      const auto [loss, correct] = sharded.run({x, y}, 0.5, false);
+      sharded.run({x2, y2}, 0.5, true);
+      EXPECT_NEAR(loss.item<double>(), loss1.item<double>(), 1e-6);
+      EXPECT_EQ(correct.item<int64_t>(), correct1.item<int64_t>());
+      const auto got = grads_of(m);
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-5, 1e-7))
+            << shards << " shards, parameter " << i;
+      }
+    }
+    EXPECT_TRUE(torch::allclose(sharded.forward(x), logits, 1e-5, 1e-6));
+    EXPECT_FALSE(sharded.forward(x).requires_grad());
+  }
+}
+
+TEST(ShardedStep, SameShardCountIsBitIdenticalRunToRun) {
+  const auto x = torch::rand({50, 12});
+  const auto y = torch::randint(0, 4, {50}, torch::kLong);
+  std::vector<torch::Tensor> first;
+  for (int run = 0; run < 3; ++run) {
+    Model m = small_model();
+    ShardedStep step(m, 2);
+    for (int s = 0; s < 20; ++s) step.run({x, y}, 1.0, s % 2 == 1);
+    const auto got = grads_of(m);
+    if (run == 0) first = got;
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], first[i]));
+  }
+}
+
+TEST(Optimizers, TeamSplitStepsAreBitIdenticalToOneThread) {
+  for (const std::string kind : {"sgd", "adam"}) {
+    torch::manual_seed(3);
+    const auto start = torch::randn({1001, 7});
+    auto a = start.clone().set_requires_grad(true);
+    auto b = start.clone().set_requires_grad(true);
+    auto alone = make_optimizer({kind, 0.05, 0.9, 1e-3}, {a});
+    auto split = make_optimizer({kind, 0.05, 0.9, 1e-3}, {b});
+    ThreadTeam team(3);
+    split->set_team(&team);
+    for (int s = 0; s < 5; ++s) {
+      const auto g = torch::randn({1001, 7});
+      a.mutable_grad() = g.clone();
+      b.mutable_grad() = g.clone();
+      alone->step();
+      split->step();
+      ASSERT_TRUE(torch::equal(a, b)) << kind << " step " << s + 1;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dtrain

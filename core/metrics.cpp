@@ -18,7 +18,8 @@ nlohmann::json EpochMetrics::to_json() const {
           {"skipped_steps", skipped_steps},
           {"sync_seconds", sync_seconds},
           {"learning_rate", learning_rate},
-          {"global_step", global_step}};
+          {"global_step", global_step},
+          {"validation_seconds", validation_seconds}};
 }
 
 EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
@@ -35,7 +36,21 @@ EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
   m.sync_seconds = j.value("sync_seconds", 0.0);
   m.learning_rate = j.value("learning_rate", 0.0);
   m.global_step = j.value("global_step", int64_t{0});
+  m.validation_seconds = j.value("validation_seconds", 0.0);
   return m;
+}
+
+TargetOutcome target_outcome(const std::vector<EpochMetrics>& history, double target) {
+  TargetOutcome out;
+  for (const auto& m : history) {
+    out.seconds += m.epoch_seconds + m.validation_seconds;
+    if (m.validation_acc >= target) {
+      out.reached = true;
+      out.epochs = m.epoch;
+      return out;
+    }
+  }
+  return {};
 }
 
 void ConsoleSink::on_epoch(const EpochMetrics& m, const std::vector<EpochMetrics>&) {

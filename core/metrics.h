@@ -20,13 +20,23 @@ struct EpochMetrics {
   double samples_per_second = 0;
   int64_t steps = 0;
   int64_t skipped_steps = 0;
-  double sync_seconds = 0;  ///< time this process spent in gradient synchronisation
-  double learning_rate = 0;
-  int64_t global_step = 0;  ///< optimizer steps since the run began, at the end of this epoch
+  double sync_seconds = 0;   ///< time this process spent in gradient synchronisation
+  double learning_rate = 0;  ///< the rate of the epoch's last step (warm-up changes it per step)
+  int64_t global_step = 0;   ///< optimizer steps since the run began, at the end of this epoch
+  double validation_seconds = 0;  ///< the evaluation after the epoch
 
   nlohmann::json to_json() const;
   static EpochMetrics from_json(const nlohmann::json& j);
 };
+
+/// How a run fared against --target-accuracy (MLPerf-style time to train).
+struct TargetOutcome {
+  bool reached = false;
+  int64_t epochs = 0;  ///< epochs until the first one whose validation accuracy reached it
+  double seconds = 0;  ///< their training plus evaluation time
+};
+/// The first epoch of `history` whose validation accuracy is at least `target`.
+TargetOutcome target_outcome(const std::vector<EpochMetrics>& history, double target);
 
 /// Where training is within an epoch, for progress lines and per-step metrics.
 struct StepProgress {

@@ -113,6 +113,25 @@ std::vector<ConfigOption> make_table() {
       option("weight-decay", &C::weight_decay, "L2 weight decay")
           .check([](const double& v) { return finite_at_least(v, 0); }, "a finite number >= 0"),
       option("seed", &C::seed, "seed for initialisation and shuffling"),
+      option("lr-scaling", &C::lr_scaling,
+             "scale --learning-rate for data-parallel runs by k = processes x backward passes "
+             "per step (global batch / --batch-size): none, linear (x k) or sqrt (x sqrt k)")
+          .choices({"none", "linear", "sqrt"})
+          .check(
+              [](const std::string& v, const C& c) { return v == "none" || c.distributed != "ps"; },
+              "none with --distributed ps (the parameter servers' optimizer is not scaled)"),
+      option("warmup-epochs", &C::warmup_epochs,
+             "ramp the rate linearly, step by step, from --learning-rate to the scaled rate over "
+             "this many epochs (fractions allowed)")
+          .check([](const double& v) { return std::isfinite(v) && v >= 0 && v <= 1e6; },
+                 "0 to 1000000 epochs")
+          .check([](const double& v, const C& c) { return v == 0 || c.distributed != "ps"; },
+                 "0 with --distributed ps (the parameter servers' optimizer is not scheduled)"),
+      option("target-accuracy", &C::target_accuracy,
+             "stop after the first epoch whose validation accuracy reaches this (0: off); run.json "
+             "records time_to_target_seconds and epochs_to_target")
+          .check([](const double& v) { return std::isfinite(v) && v >= 0 && v <= 1; },
+                 "an accuracy in (0, 1], or 0 (off)"),
       // Execution.
       option("device", &C::device, "auto, cpu or cuda").choices({"auto", "cpu", "cuda"}).local(),
       option("threads", &C::threads, "CPU threads per process (0: cores / local processes)")

@@ -32,6 +32,11 @@ struct RunConfig {
   double momentum = 0.9;
   double weight_decay = 0.0;
   uint64_t seed = 42;
+  // Large-batch remedies (Goyal et al.): the rate times k = processes x backward passes per step
+  // (global batch / --batch-size), or sqrt(k), reached by a linear ramp over the first epochs.
+  std::string lr_scaling = "none";  // none | linear | sqrt
+  double warmup_epochs = 0;
+  double target_accuracy = 0;  // stop after the first epoch reaching it (0: off)
 
   // Execution.
   std::string device = "auto";  // auto | cpu | cuda

@@ -115,6 +115,18 @@ void Trainer::check_position(const std::filesystem::path& path, const nlohmann::
   }
 }
 
+double Trainer::learning_rate_at(int64_t global_step, int64_t steps_per_epoch) const {
+  const double base = config_.learning_rate;
+  const double k = static_cast<double>(sync_->world_size()) *
+                   static_cast<double>(sync_->backward_passes_per_step());
+  double peak = base;
+  if (config_.lr_scaling == "linear") peak = base * k;
+  if (config_.lr_scaling == "sqrt") peak = base * std::sqrt(k);
+  const double ramp_steps = config_.warmup_epochs * static_cast<double>(steps_per_epoch);
+  if (ramp_steps <= 0 || static_cast<double>(global_step) >= ramp_steps) return peak;
+  return base + (peak - base) * static_cast<double>(global_step) / ramp_steps;
+}
+
 bool Trainer::mid_epoch_checkpoint_due(int64_t global_step) const {
   if (config_.checkpoint_every_steps > 0 && global_step % config_.checkpoint_every_steps == 0) {
     return true;
@@ -216,6 +228,17 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
   for (const auto& m : history_) global_step += m.steps;
   const bool observed = is_writer() && !sinks_.empty();
   last_checkpoint_ = Clock::now();
+  if (config_.target_accuracy > 0) {
+    const TargetOutcome target = target_outcome(history_, config_.target_accuracy);
+    if (target.reached) {
+      if (is_writer()) {
+        spdlog::info("--target-accuracy {} was reached in epoch {} already: nothing to train",
+                     config_.target_accuracy, target.epochs);
+      }
+      return history_;
+    }
+  }
+  double rate = config_.learning_rate;
 
   for (int64_t epoch = epochs_done_ + 1; epoch <= config_.epochs; ++epoch) {
     auto start = Clock::now();
@@ -295,6 +318,8 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         const GradientSync::Outcome outcome = sync_->synchronize(grads);
         sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
         if (outcome == GradientSync::Outcome::kApply) {
+          const double scheduled = learning_rate_at(global_step, steps_in_epoch);
+          if (scheduled != rate) optimizer_->set_learning_rate(rate = scheduled);
           optimizer_->step();
         } else if (outcome == GradientSync::Outcome::kSkip) {
           ++skipped;
@@ -349,6 +374,7 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     auto totals = sync_->sum({loss_sum.item<double>(), static_cast<double>(correct.item<int64_t>()),
                               static_cast<double>(samples)});
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const auto eval_start = Clock::now();
     EvalResult val = evaluate(validation, validation_sampler);
 
     EpochMetrics m;
@@ -362,14 +388,18 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
     m.steps = steps;
     m.skipped_steps = skipped;
     m.sync_seconds = sync_seconds;
-    m.learning_rate = config_.learning_rate;
+    m.learning_rate = learning_rate_at(std::max<int64_t>(0, global_step - 1), steps_in_epoch);
     m.global_step = global_step;
+    m.validation_seconds = std::chrono::duration<double>(Clock::now() - eval_start).count();
     history_.push_back(m);
     epochs_done_ = epoch;
+    // Every process evaluates the same (summed) accuracy, so all stop after the same epoch.
+    const bool target_reached =
+        config_.target_accuracy > 0 && m.validation_acc >= config_.target_accuracy;
 
     if (is_writer()) {
       for (auto& sink : sinks_) sink->on_epoch(m, history_);
-      const bool last = epoch == config_.epochs;
+      const bool last = epoch == config_.epochs || target_reached;
       const bool due =
           config_.checkpoint_every > 0 && (epoch % config_.checkpoint_every == 0 || last);
       if (due || last) sync_->gather_state(params, *optimizer_, last);
@@ -377,6 +407,13 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         spdlog::info("checkpoint written: {}", save_checkpoint().string());
         last_checkpoint_ = Clock::now();
       }
+    }
+    if (target_reached) {
+      if (is_writer()) {
+        spdlog::info("--target-accuracy {} reached in epoch {}: validation accuracy {:.4f}",
+                     config_.target_accuracy, epoch, m.validation_acc);
+      }
+      break;
     }
   }
   return history_;

@@ -65,6 +65,10 @@ class Trainer {
   /// True when a mid-epoch checkpoint is due after `global_step` (--checkpoint-every-steps,
   /// --checkpoint-every-minutes).
   bool mid_epoch_checkpoint_due(int64_t global_step) const;
+  /// The learning rate of the step after `global_step` steps: --learning-rate scaled by
+  /// --lr-scaling, ramped up to over --warmup-epochs. A function of the step alone, so a resumed
+  /// run follows the same schedule.
+  double learning_rate_at(int64_t global_step, int64_t steps_per_epoch) const;
   /// Throws CheckpointError unless `position` (a checkpoint's partial_epoch) fits this run.
   void check_position(const std::filesystem::path& path, const nlohmann::json& position) const;
   void report_step(const torch::Tensor& batch_loss, const torch::Tensor& loss_sum, int64_t samples,

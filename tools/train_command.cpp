@@ -30,6 +30,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+double best_accuracy(const std::vector<EpochMetrics>& history) {
+  double best = 0;
+  for (const auto& m : history) best = std::max(best, m.validation_acc);
+  return best;
+}
+
 /// The process's device (core/device.h), logged with where the choice came from.
 torch::Device pick_device(const std::string& requested) {
   const LocalPlacement local = local_placement_from_environment();
@@ -75,6 +81,21 @@ void write_results(const RunConfig& config, Trainer& trainer,
       {"run_id", run_id},
       {"history", nlohmann::json::array()}};
   for (const auto& m : history) run["history"].push_back(m.to_json());
+  if (config.target_accuracy > 0) {
+    // MLPerf-style time to train; null when the epoch limit came first.
+    const TargetOutcome target = target_outcome(history, config.target_accuracy);
+    run["target_accuracy"] = config.target_accuracy;
+    run["target_reached"] = target.reached;
+    run["epochs_to_target"] = target.reached ? nlohmann::json(target.epochs) : nullptr;
+    run["time_to_target_seconds"] = target.reached ? nlohmann::json(target.seconds) : nullptr;
+    if (target.reached) {
+      spdlog::info("time to {} validation accuracy: {:.2f} s ({} epochs, training + evaluation)",
+                   config.target_accuracy, target.seconds, target.epochs);
+    } else {
+      spdlog::warn("--target-accuracy {} not reached in {} epochs (best {:.4f})",
+                   config.target_accuracy, history.size(), best_accuracy(history));
+    }
+  }
   write_file_atomic(out / "run.json", run.dump(2) + "\n");
   sinks::plot_png(out / "curves.png", sinks::training_curves(history));
   spdlog::info("done in {:.1f} s: validation accuracy {:.4f}; model in {}", total, final_acc,

@@ -113,5 +113,66 @@ TEST(Trainer, SyncThatSkipsStepsLeavesWeightsAlone) {
   EXPECT_TRUE(torch::equal(before, model.module->parameters()[0]));
 }
 
+// --lr-scaling and --warmup-epochs: the rate of each step is a function of the step; each epoch
+// records the rate of its last step. A sync that claims 4 processes (it syncs nothing).
+TEST(Trainer, LearningRateScalingAndWarmup) {
+  struct FourProcesses : GradientSync {
+    int world_size() const override { return 4; }
+    bool agrees_on_step_control() const override { return true; }
+  } four;
+  auto rates = [&](const std::string& scaling, double warmup) {
+    TempDir dir;
+    RunConfig c = small_config(dir.path(), "sgd");
+    c.checkpoint_every = 0;
+    c.lr_scaling = scaling;
+    c.warmup_epochs = warmup;
+    auto train = testing::quarters_dataset(40, 1);
+    torch::manual_seed(1);
+    Trainer trainer(c, models::build_model(c, {64, 10}), torch::kCPU, &four);
+    data::ShuffleSampler sampler({train.size(), 10, 1, 0, 1, true});  // 4 steps an epoch
+    std::vector<double> out;
+    for (const auto& m : trainer.fit(train, sampler, train, data::ShardSampler(40, 10))) {
+      out.push_back(m.learning_rate);
+    }
+    return out;
+  };
+  const double lr = 0.05;
+  EXPECT_EQ(rates("none", 0), (std::vector<double>{lr, lr, lr}));
+  EXPECT_EQ(rates("linear", 0), (std::vector<double>{4 * lr, 4 * lr, 4 * lr}));
+  EXPECT_EQ(rates("sqrt", 0), (std::vector<double>{2 * lr, 2 * lr, 2 * lr}));
+  // Warm-up over 2 epochs = 8 steps from lr to 4 lr: step 4 (the last of epoch 1, 3 steps done)
+  // runs at lr + 3/8 of the way, step 8 at 7/8, then 4 lr.
+  const auto warm = rates("linear", 2);
+  ASSERT_EQ(warm.size(), 3u);
+  EXPECT_DOUBLE_EQ(warm[0], lr + 3 * lr * 3 / 8);
+  EXPECT_DOUBLE_EQ(warm[1], lr + 3 * lr * 7 / 8);
+  EXPECT_DOUBLE_EQ(warm[2], 4 * lr);
+}
+
+TEST(Trainer, TargetAccuracyStopsAfterTheFirstEpochReachingIt) {
+  auto train = testing::quarters_dataset(203, 1), test = testing::quarters_dataset(50, 2);
+  TempDir dir;
+  RunConfig c = small_config(dir.path(), "sgd");
+  c.epochs = 20;
+  c.target_accuracy = 0.9;
+  torch::manual_seed(c.seed);
+  Trainer trainer(c, models::build_model(c, {64, 10}), torch::kCPU);
+  data::ShuffleSampler sampler({train.size(), c.batch_size, c.seed, 0, 1, true});
+  const auto h = trainer.fit(train, sampler, test, data::ShardSampler(test.size(), 16));
+  ASSERT_LT(h.size(), 20u) << "the synthetic task is learnt in a few epochs";
+  EXPECT_GE(h.back().validation_acc, 0.9);
+  for (size_t i = 0; i + 1 < h.size(); ++i) EXPECT_LT(h[i].validation_acc, 0.9);
+  const TargetOutcome t = target_outcome(h, 0.9);
+  EXPECT_TRUE(t.reached);
+  EXPECT_EQ(t.epochs, static_cast<int64_t>(h.size()));
+  double seconds = 0;
+  for (const auto& m : h) seconds += m.epoch_seconds + m.validation_seconds;
+  EXPECT_DOUBLE_EQ(t.seconds, seconds);
+  EXPECT_TRUE(std::filesystem::exists(dir / "checkpoints" / checkpoint_file_name(h.size())))
+      << "the stopping epoch is checkpointed like a last epoch";
+  const std::vector<EpochMetrics> before_last(h.begin(), h.end() - 1);
+  EXPECT_FALSE(target_outcome(before_last, 0.9).reached);
+}
+
 }  // namespace
 }  // namespace dtrain

@@ -165,8 +165,8 @@ void plot_png(const fs::path& path, const std::vector<Panel>& panels, int width,
 }
 
 std::vector<Panel> training_curves(const std::vector<EpochMetrics>& history) {
-  Series train_loss{"train", {}, {}}, val_loss{"validation", {}, {}};
-  Series train_acc{"train", {}, {}}, val_acc{"validation", {}, {}};
+  Series train_loss{"train"}, val_loss{"validation"};
+  Series train_acc{"train"}, val_acc{"validation"};
   for (const auto& m : history) {
     const auto e = static_cast<double>(m.epoch);
     for (Series* s : {&train_loss, &val_loss, &train_acc, &val_acc}) s->x.push_back(e);

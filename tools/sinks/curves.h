@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/metrics.h"
@@ -11,6 +12,8 @@
 namespace dtrain::sinks {
 
 struct Series {
+  Series() = default;
+  explicit Series(std::string name) : label(std::move(name)) {}
   std::string label;
   std::vector<double> x, y;
   bool line = true;  ///< false: points only

@@ -1,7 +1,9 @@
-// Where one training step's time goes: batch gather, forward, loss, backward, optimizer step,
-// for the default MLP at batch 50 on MNIST-shaped random data. Prints microseconds per phase.
-//   step_breakdown [--threads N] [--steps S]
-#include <ATen/Parallel.h>
+// Where one training step's time goes on the Trainer's own path: batch gather, forward+backward
+// (the hand-written train_step, the batch split across --threads members of a ThreadTeam with the
+// shard gradients summed), and the optimizer step (split across the same team), for the default
+// MLP at batch 50 on MNIST-shaped random data. For comparison, in the same run: the same step
+// with autograd and torch::optim::SGD on one thread. Microseconds per step.
+//   step_breakdown [--threads N] [--steps S] [--json FILE]
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/module.h>
 #include <torch/optim/sgd.h>
@@ -9,23 +11,43 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include <cxxopts.hpp>
 
+#include "benchmarks/bench_info.h"
 #include "core/optimizers.h"
 #include "core/run_config.h"
+#include "core/sharded_step.h"
+#include "core/thread_team.h"
 #include "data/mnist.h"
 #include "data/sampler.h"
 #include "models/registry.h"
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double lap(Clock::time_point& t) {
+  const auto now = Clock::now();
+  const double us = std::chrono::duration<double, std::micro>(now - t).count();
+  t = now;
+  return us;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   cxxopts::Options options("step_breakdown", "where one training step's time goes");
-  options.add_options()("threads", "torch threads", cxxopts::value<int>()->default_value("1"))(
-      "steps", "steps per measured phase", cxxopts::value<int>()->default_value("1200"))(
-      "h,help", "show this help");
-  int threads = 1, steps = 1200;
+  options.add_options()("threads", "threads (0: all cores)",
+                        cxxopts::value<int>()->default_value("0"))(
+      "steps", "steps per measurement", cxxopts::value<int>()->default_value("1200"))(
+      "json", "also write the results to this file",
+      cxxopts::value<std::string>()->default_value(""))("h,help", "show this help");
+  int threads = 0, steps = 0;
+  std::string json_path;
   try {
     const auto r = options.parse(argc, argv);
     if (r.count("help")) {
@@ -34,100 +56,84 @@ int main(int argc, char** argv) {
     }
     threads = r["threads"].as<int>();
     steps = r["steps"].as<int>();
-    if (threads < 1 || steps < 3) throw std::invalid_argument("--threads >= 1 and --steps >= 3");
+    json_path = r["json"].as<std::string>();
+    if (threads < 0 || threads > 4096 || steps < 3 || steps > 10'000'000) {
+      throw std::invalid_argument("--threads 0..4096 and --steps 3..10000000");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "step_breakdown: %s (see --help)\n", e.what());
     return 2;
   }
-  at::set_num_threads(threads);
+  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  dtrain::set_compute_threads(threads);
   torch::manual_seed(0);
   auto images = torch::randint(0, 256, {60000, 784}, torch::kLong).to(torch::kUInt8);
   auto labels = torch::randint(0, 10, {60000}, torch::kLong).to(torch::kUInt8);
   dtrain::data::MnistDataset ds(images, labels);
   dtrain::RunConfig config;
-  dtrain::Model model = dtrain::models::build_model(config);
-  torch::optim::SGD opt(model.module->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
-  auto ours = dtrain::make_optimizer({"sgd", 0.01, 0.9, 0.0}, model.module->parameters());
   dtrain::data::ShuffleSampler sampler({60000, 50, 1, 0, 1, true});
-  auto batches = sampler.batches(1);
+  const auto batches = sampler.batches(1);
 
-  using Clock = std::chrono::steady_clock;
-  // The hand-written train_step against autograd, alternating so noise hits both alike.
-  double fused_us = 0, autograd_us = 0, fused_sgd_us = 0;
-  for (int round = 0; round < 3; ++round) {
-    for (int mode : {0, 1, 2}) {
-      const bool fused = mode != 1;
-      const auto t0 = Clock::now();
-      for (int s = 0; s < steps / 3; ++s) {
-        auto b = ds.get(batches[s % batches.size()], torch::kCPU);
-        if (fused) {
-          model.train_step(b.inputs, b.targets, 1.0, false, {});
-        } else {
-          opt.zero_grad();
-          torch::nn::functional::cross_entropy(model.forward(b.inputs), b.targets).backward();
-        }
-        if (mode == 2) {
-          ours->step();  // dtrain's SGD: one fused pass per parameter
-        } else {
-          opt.step();
-        }
-      }
-      (mode == 0   ? fused_us
-       : mode == 1 ? autograd_us
-                   : fused_sgd_us) +=
-          std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-    }
+  // The Trainer's path, phase by phase.
+  dtrain::Model model = dtrain::models::build_model(config);
+  if (threads > 1) dtrain::set_blas_threads(1);
+  dtrain::ShardedStep step(model, threads);
+  auto ours = dtrain::make_optimizer({"sgd", 0.01, 0.9, 0.0}, model.module->parameters());
+  ours->set_team(step.team());
+  double t_batch = 0, t_train = 0, t_opt = 0;
+  for (int s = 0; s < 50; ++s) {  // warm-up
+    step.run(ds.get(batches[s], torch::kCPU), 1.0, false);
+    ours->step();
   }
-  std::printf("# whole step, batch + forward + backward + SGD step (us/step):\n");
-  std::printf("  %-32s %10.1f\n  %-32s %10.1f %9.2fx\n  %-32s %10.1f %9.2fx\n", "autograd + SGD",
-              autograd_us / steps, "hand-written backward + SGD", fused_us / steps,
-              autograd_us / fused_us, "hand-written backward + fused SGD", fused_sgd_us / steps,
-              autograd_us / fused_sgd_us);
-
-  double t_batch = 0, t_fwd = 0, t_bwd = 0, t_step = 0;
-  auto lap = [](Clock::time_point& t) {
-    auto now = Clock::now();
-    double us = std::chrono::duration<double, std::micro>(now - t).count();
-    t = now;
-    return us;
-  };
   const auto start = Clock::now();
   for (int s = 0; s < steps; ++s) {
     auto t = Clock::now();
-    auto b = ds.get(batches[s % batches.size()], torch::kCPU);
+    const dtrain::Batch b = ds.get(batches[s % batches.size()], torch::kCPU);
     t_batch += lap(t);
-    opt.zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(model.forward(b.inputs), b.targets);
-    t_fwd += lap(t);
-    loss.backward();
-    t_bwd += lap(t);
-    opt.step();
-    t_step += lap(t);
+    step.run(b, 1.0, false);
+    t_train += lap(t);
+    ours->step();
+    t_opt += lap(t);
   }
   const double total = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-  std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, threads %d, %d steps\n", threads,
-              steps);
-  std::printf("# autograd step by phase:\n%-22s %10s %8s\n", "# phase", "us/step", "share");
-  const std::pair<const char*, double> rows[] = {{"batch (gather+scale)", t_batch},
-                                                 {"zero_grad+forward+loss", t_fwd},
-                                                 {"backward", t_bwd},
-                                                 {"optimizer step", t_step}};
-  for (const auto& [name, us] : rows) {
-    std::printf("  %-22s %10.1f %7.1f%%\n", name, us / steps, 100 * us / total);
-  }
-  std::printf("  %-22s %10.1f\n", "total", total / steps);
 
-  // The optimizer step alone, on the gradients left by the last step: torch::optim::SGD (three
-  // passes per parameter) against dtrain's SGD (one fused pass), alternating rounds.
-  double torch_us = 0, ours_us = 0;
-  for (int round = 0; round < 6; ++round) {
-    auto t = Clock::now();
-    for (int s = 0; s < steps / 6; ++s) opt.step();
-    torch_us += lap(t);
-    for (int s = 0; s < steps / 6; ++s) ours->step();
-    ours_us += lap(t);
+  // Autograd + torch::optim::SGD, one thread (its GEMMs on OpenBLAS's threads).
+  dtrain::set_blas_threads(threads);
+  dtrain::Model reference = dtrain::models::build_model(config);
+  torch::optim::SGD opt(reference.module->parameters(),
+                        torch::optim::SGDOptions(0.01).momentum(0.9));
+  auto t = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    const dtrain::Batch b = ds.get(batches[s % batches.size()], torch::kCPU);
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(reference.forward(b.inputs), b.targets).backward();
+    opt.step();
   }
-  std::printf("# optimizer step alone (us/step): torch SGD %.1f, dtrain SGD %.1f, ratio %.2fx\n",
-              torch_us / steps, ours_us / steps, torch_us / ours_us);
+  const double autograd = lap(t);
+
+  std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, %d thread(s), %d steps\n", threads,
+              steps);
+  std::printf("# %-44s %10s %8s\n", "phase", "us/step", "share");
+  const std::pair<const char*, double> rows[] = {
+      {"batch gather (uint8 -> float, scaled)", t_batch},
+      {"forward + backward (+ shard gradient sum)", t_train},
+      {"optimizer step (SGD momentum, fused)", t_opt}};
+  nlohmann::json phases = nlohmann::json::object();
+  for (const auto& [name, us] : rows) {
+    std::printf("  %-44s %10.1f %7.1f%%\n", name, us / steps, 100 * us / total);
+    phases[name] = us / steps;
+  }
+  std::printf("  %-44s %10.1f\n", "total", total / steps);
+  std::printf("# autograd + torch::optim::SGD (same batches): %.1f us/step, %.2fx dtrain's\n",
+              autograd / steps, autograd / total);
+  if (!json_path.empty()) {
+    const nlohmann::json results = {{"threads", threads},
+                                    {"steps", steps},
+                                    {"us_per_step", phases},
+                                    {"total_us_per_step", total / steps},
+                                    {"autograd_us_per_step", autograd / steps}};
+    std::ofstream(json_path) << dtrain::bench::report("step_breakdown", argc, argv, results).dump(2)
+                             << "\n";
+  }
   return 0;
 }

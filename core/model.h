@@ -15,6 +15,8 @@ class Module;
 
 namespace dtrain {
 
+class ThreadTeam;
+
 /// A built network. models/ makes these from a RunConfig; the Trainer only trains them.
 struct Model {
   /// Owns the parameters, named by their module path ("fc1.weight"): the checkpoint keys.
@@ -34,6 +36,14 @@ struct Model {
       const torch::Tensor& inputs, const torch::Tensor& targets, double loss_scale, bool accumulate,
       const std::vector<torch::Tensor>& grads)>
       train_step;
+  /// Optional: train_step's work split across a ThreadTeam, each member owning a block of every
+  /// layer's output rows (its weights, gradients and optimizer state stay in its core's cache;
+  /// activations and partial input gradients are what crosses cores). Writes each parameter's
+  /// grad. The Trainer prefers it to splitting the batch (core/sharded_step.h) when there is one.
+  std::function<std::pair<torch::Tensor, torch::Tensor>(
+      const torch::Tensor& inputs, const torch::Tensor& targets, double loss_scale, bool accumulate,
+      ThreadTeam& team)>
+      team_step;
 };
 
 }  // namespace dtrain

@@ -208,10 +208,11 @@ void Optimizer::for_each_range(const std::function<void(size_t, int64_t, int64_t
     return;
   }
   const int members = team_->size();
+  // Whole rows (dim 0) per member: the blocks a Model::team_step member owns.
   team_->run([&](int k) {
     for (size_t i = 0; i < params_.size(); ++i) {
-      const int64_t n = params_[i].numel();
-      fn(i, n * k / members, n * (k + 1) / members);
+      const auto [begin, end] = member_rows(params_[i], k, members);
+      fn(i, begin, end);
     }
   });
 }

@@ -57,7 +57,7 @@ class Optimizer {
   virtual std::vector<std::string> slot_names() const = 0;
 
   void zero_grad();
-  /// Steps then split each parameter's elements across `team`'s members (null: this thread).
+  /// Steps then split each parameter's rows (dim 0) across `team`'s members (null: this thread).
   /// The team must outlive the optimizer's steps. Elementwise: the result does not change.
   void set_team(ThreadTeam* team) { team_ = team; }
   /// The rate the next step() uses (warm-up and scaling change it between epochs).

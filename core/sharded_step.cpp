@@ -1,6 +1,5 @@
 #include "core/sharded_step.h"
 
-#include <omp.h>
 #include <torch/nn/module.h>
 
 #include <algorithm>
@@ -21,16 +20,6 @@ std::vector<torch::Tensor> views_into(const torch::Tensor& flat,
   return views;
 }
 
-/// Runs the calling thread's share of a team's work without an OpenMP team of its own.
-class SingleThreaded {
- public:
-  SingleThreaded() : threads_(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~SingleThreaded() { omp_set_num_threads(threads_); }
-
- private:
-  int threads_;
-};
-
 }  // namespace
 
 ShardedStep::ShardedStep(const Model& model, int shards)
@@ -42,6 +31,7 @@ ShardedStep::ShardedStep(const Model& model, int shards)
   flat_grad_ = torch::zeros({total}, params_.front().options().requires_grad(false));
   const std::vector<torch::Tensor> grads = views_into(flat_grad_, params_);
   for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = grads[i];
+  if (model_.team_step) return;  // the members split the layers, not the batch
   for (int k = 1; k < shards_; ++k) {
     shard_flat_.push_back(torch::zeros_like(flat_grad_));
     shard_grads_.push_back(views_into(shard_flat_.back(), params_));
@@ -63,10 +53,13 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
     torch::NoGradGuard no_grad;
     return {loss, logits.argmax(1).eq(batch.targets).sum()};
   }
+  if (model_.team_step) {
+    auto [loss, logits] =
+        model_.team_step(batch.inputs, batch.targets, loss_scale, accumulate, *team_);
+    return {loss, logits.argmax(1).eq(batch.targets).sum()};
+  }
   std::vector<torch::Tensor> loss_sums(n), corrects(n);
   team_->run([&](int k) {
-    SingleThreaded single;
-    torch::NoGradGuard no_grad;
     if (k < n) {
       const auto [lo, hi] = rows_of(k, rows);
       const torch::Tensor x = batch.inputs.narrow(0, lo, hi - lo);
@@ -84,11 +77,8 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
   // element ranges the optimizer gives it too (an element's sum is the same whichever member
   // computes it).
   team_->run([&](int k) {
-    SingleThreaded single;
-    torch::NoGradGuard no_grad;
     for (size_t i = 0; i < params_.size(); ++i) {
-      const int64_t numel = params_[i].numel();
-      const int64_t begin = numel * k / team_->size(), end = numel * (k + 1) / team_->size();
+      const auto [begin, end] = member_rows(params_[i], k, team_->size());
       torch::Tensor into = params_[i].grad().view(-1).narrow(0, begin, end - begin);
       for (int64_t s = 1; s < n; ++s) {
         into.add_(shard_grads_[s - 1][i].view(-1).narrow(0, begin, end - begin));
@@ -105,8 +95,6 @@ torch::Tensor ShardedStep::forward(const torch::Tensor& inputs) {
   if (n <= 1) return model_.forward(inputs);
   std::vector<torch::Tensor> logits(n);
   team_->run([&](int k) {
-    SingleThreaded single;
-    torch::NoGradGuard no_grad;
     if (k < n) {
       const auto [lo, hi] = rows_of(k, rows);
       logits[k] = model_.forward(inputs.narrow(0, lo, hi - lo));

@@ -1,12 +1,14 @@
-// ShardedStep: one training step of a Model's hand-written train_step over a batch split into
-// row shards, run on the intra-op threads at once. Each shard runs single-threaded kernels and
-// writes its gradients into its own flat buffer; the buffers are then summed element-wise in shard
-// order, so the result depends on the shard count only, never on thread timing (a resumed run
-// ends bit-identical to an uninterrupted one at the same thread count).
-//
-// Why: at batch 50 this model's GEMMs are too small for a multi-threaded BLAS (OpenBLAS loses up
-// to 40 % on some of these shapes with 2 threads), while two independent half-batches keep both
-// cores busy.
+// ShardedStep: one training step of a Model's hand-written backward on a ThreadTeam, so that
+// every core works on every step. Two ways, both deterministic for a given thread count (a resumed
+// run ends bit-identical to an uninterrupted one at the same --threads):
+//  - Model::team_step (the MLP): each member owns a block of every layer's output rows, so its
+//    weights, gradients and optimizer state stay in its own core's cache; only activations and
+//    partial input gradients (tens of KiB) cross cores. Splitting the batch instead moved the whole
+//    gradient and weights between cores every step, which cost more than the second core gave.
+//  - otherwise, the batch split by rows: each member runs train_step on its rows into its own
+//    gradient buffer, summed afterwards in member order.
+// Either way BLAS runs single-threaded inside the members: at batch 50 this model's GEMMs are too
+// small for a multi-threaded BLAS (OpenBLAS loses up to 40 % on some of these shapes on 2 threads).
 #pragma once
 
 #include <cstdint>

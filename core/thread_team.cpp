@@ -36,6 +36,12 @@ void relax(int spins) {
 
 }  // namespace
 
+std::pair<int64_t, int64_t> member_rows(const torch::Tensor& t, int member, int members) {
+  const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
+  const int64_t row = rows == 0 ? 0 : t.numel() / rows;
+  return {rows * member / members * row, rows * (member + 1) / members * row};
+}
+
 void set_compute_threads(int threads) {
   g_compute_threads.store(std::max(1, threads));
   at::set_num_threads(1);
@@ -77,15 +83,32 @@ void ThreadTeam::run(const std::function<void(int)>& fn) {
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();  // cheap when nobody sleeps
+  const int omp_threads = omp_get_max_threads();
+  omp_set_num_threads(1);  // this thread's share is single-threaded too
   try {
+    torch::NoGradGuard no_grad;
     fn(0);
   } catch (...) {
     errors_[0] = std::current_exception();
   }
+  omp_set_num_threads(omp_threads);
   for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) relax(spins);
   job_ = nullptr;
   for (auto& e : errors_) {
     if (e) std::rethrow_exception(e);
+  }
+}
+
+void ThreadTeam::barrier() {
+  if (workers_.empty()) return;
+  const uint64_t round = barrier_round_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size()) {
+    arrived_.store(0, std::memory_order_relaxed);
+    barrier_round_.fetch_add(1, std::memory_order_acq_rel);
+    return;
+  }
+  for (int spins = 1; barrier_round_.load(std::memory_order_acquire) == round; ++spins) {
+    relax(spins);
   }
 }
 

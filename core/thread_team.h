@@ -11,7 +11,10 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
+
+#include <torch/types.h>
 
 namespace dtrain {
 
@@ -28,8 +31,13 @@ class ThreadTeam {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   /// Runs fn(0) .. fn(size() - 1) at once, fn(0) on this thread; returns when all have returned,
-  /// rethrowing the first exception any of them threw. Not reentrant.
+  /// rethrowing the first exception any of them threw. Every member runs single-threaded (no
+  /// OpenMP team) with autograd off. Not reentrant.
   void run(const std::function<void(int)>& fn);
+
+  /// Inside run(): waits until every member has reached this barrier (each must, the same number
+  /// of times). Spins like the members do between runs.
+  void barrier();
 
  private:
   void work(int member);
@@ -40,9 +48,15 @@ class ThreadTeam {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<int> arrived_{0};
+  std::atomic<uint64_t> barrier_round_{0};
   std::mutex mutex_;
   std::condition_variable wake_;
 };
+
+/// Elements [begin, end) of `member`'s block of whole rows (dim 0) of `t` when a team of
+/// `members` splits it: how Model::team_step and the optimizer divide parameters.
+std::pair<int64_t, int64_t> member_rows(const torch::Tensor& t, int member, int members);
 
 /// The threads one process computes with on the CPU (--threads, resolved by the command; 1 until
 /// set). The Trainer splits each batch across that many (core/sharded_step.h); elsewhere OpenBLAS

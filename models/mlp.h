@@ -9,6 +9,10 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+namespace dtrain {
+class ThreadTeam;
+}
+
 namespace dtrain::models {
 
 struct MlpOptions {
@@ -35,6 +39,14 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
                                                      const torch::Tensor& targets,
                                                      double loss_scale, bool accumulate,
                                                      const std::vector<torch::Tensor>& grads = {});
+  /// train_step split across a team: member k computes rows [O*k/T, O*(k+1)/T) of every layer's
+  /// output (O outputs, T members), and the matching rows of its weight and bias gradients; the
+  /// input gradient of each layer is summed from the members' partial products in member order.
+  /// Writes each parameter's grad (which must exist). See Model::team_step.
+  std::pair<torch::Tensor, torch::Tensor> train_step_team(const torch::Tensor& x,
+                                                          const torch::Tensor& targets,
+                                                          double loss_scale, bool accumulate,
+                                                          ThreadTeam& team);
   void pretty_print(std::ostream& stream) const override;
 
   MlpOptions options;

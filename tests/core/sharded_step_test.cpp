@@ -3,6 +3,7 @@
 #include <torch/utils.h>
 
 #include <atomic>
+#include <cmath>
 #include <stdexcept>
 
 #include "core/optimizers.h"
@@ -34,9 +35,10 @@ TEST(ThreadTeam, RunsEveryMemberEachTimeAndRethrows) {
   EXPECT_EQ(calls, 1);
 }
 
-Model small_model() {
+Model small_model(const std::string& activation = "relu") {
   RunConfig c;
   c.hidden_sizes = {9, 7};
+  c.activation = activation;
   torch::manual_seed(5);
   return models::build_model(c, {12, 4});
 }
@@ -47,19 +49,25 @@ std::vector<torch::Tensor> grads_of(const Model& m) {
   return out;
 }
 
-TEST(ShardedStep, SplitBatchGivesTheWholeBatchGradient) {
+// Both ways of splitting a step: the MLP's layers by output rows (Model::team_step) and, for
+// models without one, the batch by rows.
+class ShardedStepSplits : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
+
+TEST_P(ShardedStepSplits, GiveTheWholeBatchGradient) {
+  const auto [activation, split_layers] = GetParam();
   const auto x = torch::rand({7, 12});
   const auto y = torch::randint(0, 4, {7}, torch::kLong);
-  const auto x2 = torch::rand({1, 12});  // fewer rows than shards: the idle shards add nothing
+  const auto x2 = torch::rand({1, 12});  // fewer rows than shards
   const auto y2 = torch::randint(0, 4, {1}, torch::kLong);
-  Model one = small_model();
+  Model one = small_model(activation);
   ShardedStep single(one, 1);
   const auto [loss1, correct1] = single.run({x, y}, 0.5, false);
   single.run({x2, y2}, 0.5, true);
   const auto expected = grads_of(one);
   const auto logits = single.forward(x);
-  for (int shards : {2, 3}) {
-    Model m = small_model();
+  for (int shards : {2, 3, 5}) {
+    Model m = small_model(activation);
+    if (!split_layers) m.team_step = nullptr;
     ShardedStep sharded(m, shards);
     ASSERT_EQ(sharded.shards(), shards);
     for (int repeat = 0; repeat < 2; ++repeat) {  // gradients are overwritten at a group's start
@@ -76,6 +84,19 @@ TEST(ShardedStep, SplitBatchGivesTheWholeBatchGradient) {
     EXPECT_TRUE(torch::allclose(sharded.forward(x), logits, 1e-5, 1e-6));
     EXPECT_FALSE(sharded.forward(x).requires_grad());
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(ActivationsAndSplits, ShardedStepSplits,
+                         ::testing::Combine(::testing::Values("relu", "tanh", "sigmoid"),
+                                            ::testing::Bool()));
+
+TEST(ShardedStep, BadTargetFailsOnEveryMemberWithoutHanging) {
+  Model m = small_model();
+  ShardedStep step(m, 3);
+  const auto x = torch::rand({4, 12});
+  EXPECT_ANY_THROW(step.run({x, torch::full({4}, 9, torch::kLong)}, 1.0, false));
+  const auto [loss, correct] = step.run({x, torch::zeros({4}, torch::kLong)}, 1.0, false);
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
 }
 
 TEST(ShardedStep, SameShardCountIsBitIdenticalRunToRun) {

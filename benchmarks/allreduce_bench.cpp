@@ -1,10 +1,12 @@
 // Allreduce benchmark in the style of nccl-tests' all_reduce_perf: a size sweep, our ring against
 // MPI_Allreduce in the same run, results checked outside the timed loop.
 //   mpirun -np N allreduce_bench [--min-bytes 8] [--max-bytes 64M] [--iters 20] [--warmup 5]
-//                                [--dtype float|double|int|half] [--json PATH]
-// Columns: size (bytes), count (elements), type, then for each algorithm time_us, algbw and busbw
-// (GB/s; busbw = algbw * 2(N-1)/N) and the error against the closed-form expectation; then the
-// ring/MPI busbw ratio. Exit status 1 if any result is wrong.
+//                                [--repeats 5] [--dtype float|double|int|half] [--json PATH]
+// Each size is timed --repeats times for each algorithm, alternating ring and MPI so noise hits
+// both, each repeat the mean of --iters calls (the slowest rank's); the table shows the median
+// repeat. Columns: size (bytes), count (elements), type, then for each algorithm time_us, algbw
+// and busbw (GB/s; busbw = algbw * 2(N-1)/N) and the error against the closed-form expectation;
+// then the ring/MPI busbw ratio. Exit status 1 if any result is wrong.
 #include <mpi.h>
 #include <torch/types.h>
 
@@ -14,10 +16,12 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
+#include "benchmarks/bench_info.h"
 #include "distributed/backend/mpi/mpi_communicator.h"
 
 using dtrain::distributed::AllreduceAlgorithm;
@@ -48,21 +52,34 @@ size_t parse_size(const char* text) {
 
 struct Result {
   double time_us = 0, algbw = 0, busbw = 0, error = 0;
+  std::vector<double> repeats_us;  // every repeat, for the JSON
 };
 
-// Rank-filled input (element i of rank r: r + 1 + i % 7): the sum is n(n+1)/2 + n*(i % 7).
-Result run(MpiCommunicator& comm, torch::Tensor& buf, int iters, int warmup) {
-  const int n = comm.size(), r = comm.rank();
-  auto fill = [&] {
-    auto idx = torch::arange(buf.numel(), torch::kLong).remainder(7);
-    buf.copy_((idx + (r + 1)).to(buf.scalar_type()));
-  };
-  for (int i = 0; i < warmup; ++i) comm.allreduce(buf);
+// Seconds per call over `iters` calls, the slowest rank's.
+double time_calls(MpiCommunicator& comm, torch::Tensor& buf, int iters) {
   MPI_Barrier(MPI_COMM_WORLD);
   const double t0 = MPI_Wtime();
   for (int i = 0; i < iters; ++i) comm.allreduce(buf);
   double elapsed = (MPI_Wtime() - t0) / iters;
   MPI_Allreduce(MPI_IN_PLACE, &elapsed, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return elapsed;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+// Rank-filled input (element i of rank r: r + 1 + i % 7): the sum is n(n+1)/2 + n*(i % 7).
+// `elapsed`: the repeats' seconds per call.
+Result verify(MpiCommunicator& comm, torch::Tensor& buf, const std::vector<double>& elapsed_all) {
+  const int n = comm.size(), r = comm.rank();
+  auto fill = [&] {
+    auto idx = torch::arange(buf.numel(), torch::kLong).remainder(7);
+    buf.copy_((idx + (r + 1)).to(buf.scalar_type()));
+  };
+  const double elapsed = median(elapsed_all);
   // Verify outside the timed loop.
   fill();
   comm.allreduce(buf);
@@ -76,6 +93,7 @@ Result run(MpiCommunicator& comm, torch::Tensor& buf, int iters, int warmup) {
   res.algbw = elapsed > 0 ? bytes / elapsed / 1e9 : 0;
   res.busbw = res.algbw * 2.0 * (n - 1) / n;
   res.error = err;
+  for (double e : elapsed_all) res.repeats_us.push_back(e * 1e6);
   return res;
 }
 
@@ -89,11 +107,13 @@ int main(int argc, char** argv) {
       "max-bytes", "largest message", cxxopts::value<std::string>()->default_value("64M"))(
       "iters", "timed iterations per size", cxxopts::value<int>()->default_value("20"))(
       "warmup", "untimed iterations per size", cxxopts::value<int>()->default_value("5"))(
+      "repeats", "timed repeats per size and algorithm (the median is shown)",
+      cxxopts::value<int>()->default_value("5"))(
       "dtype", "float, double, int or half", cxxopts::value<std::string>()->default_value("float"))(
       "json", "also write the results to this file",
       cxxopts::value<std::string>()->default_value(""))("h,help", "show this help");
   size_t min_bytes = 0, max_bytes = 0;
-  int iters = 0, warmup = 0;
+  int iters = 0, warmup = 0, repeats = 0;
   std::string dtype, json_path;
   try {
     const auto r = options.parse(argc, argv);
@@ -107,9 +127,16 @@ int main(int argc, char** argv) {
     max_bytes = parse_size(r["max-bytes"].as<std::string>().c_str());
     iters = r["iters"].as<int>();
     warmup = r["warmup"].as<int>();
+    repeats = r["repeats"].as<int>();
     dtype = r["dtype"].as<std::string>();
     json_path = r["json"].as<std::string>();
-    if (iters < 1 || warmup < 0) throw std::invalid_argument("--iters must be >= 1, --warmup >= 0");
+    if (iters < 1 || iters > 1'000'000 || warmup < 0 || warmup > 1'000'000 || repeats < 1 ||
+        repeats > 1000) {
+      throw std::invalid_argument("--iters 1..1000000, --warmup 0..1000000, --repeats 1..1000");
+    }
+    if (min_bytes < 1 || min_bytes > max_bytes || max_bytes > (size_t{4} << 30)) {
+      throw std::invalid_argument("expected 1 <= --min-bytes <= --max-bytes <= 4G");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "allreduce_bench: %s (see --help)\n", e.what());
     return 2;
@@ -123,8 +150,10 @@ int main(int argc, char** argv) {
   const bool root = comm.rank() == 0;
   const size_t elem = c10::elementSize(type);
   if (root) {
-    std::printf("# allreduce_bench: %d ranks, dtype %s, %d iterations after %d warm-up\n", n,
-                dtype.c_str(), iters, warmup);
+    std::printf(
+        "# allreduce_bench: %d ranks, dtype %s, median of %d repeats of %d iterations after %d "
+        "warm-up\n",
+        n, dtype.c_str(), repeats, iters, warmup);
     std::printf("# %10s %10s %6s | %10s %8s %8s %8s | %10s %8s %8s %8s | %6s\n", "size", "count",
                 "type", "ring_us", "algbw", "busbw", "error", "mpi_us", "algbw", "busbw", "error",
                 "ratio");
@@ -133,18 +162,33 @@ int main(int argc, char** argv) {
   bool wrong = false;
   double ratio_log_sum = 0;
   int ratio_rows = 0;
+  std::vector<size_t> slower_sizes;  // from 64 KiB: ring below MPI_Allreduce's bus bandwidth
   for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 2) {
     const int64_t count = static_cast<int64_t>(std::max<size_t>(1, bytes / elem));
     auto buf = torch::zeros({count}, type);
     const int it = bytes >= (size_t{16} << 20) ? std::max(3, iters / 4) : iters;
+    for (auto algo : {AllreduceAlgorithm::kRing, AllreduceAlgorithm::kMpi}) {
+      comm.set_algorithm(algo);
+      for (int i = 0; i < warmup; ++i) comm.allreduce(buf);
+    }
+    std::vector<double> ring_s, mpi_s;
+    for (int rep = 0; rep < repeats; ++rep) {
+      comm.set_algorithm(AllreduceAlgorithm::kRing);
+      ring_s.push_back(time_calls(comm, buf, it));
+      comm.set_algorithm(AllreduceAlgorithm::kMpi);
+      mpi_s.push_back(time_calls(comm, buf, it));
+    }
     comm.set_algorithm(AllreduceAlgorithm::kRing);
-    Result ring = run(comm, buf, it, warmup);
+    Result ring = verify(comm, buf, ring_s);
     comm.set_algorithm(AllreduceAlgorithm::kMpi);
-    Result mpi = run(comm, buf, it, warmup);
+    Result mpi = verify(comm, buf, mpi_s);
     const double tolerance = type == torch::kHalf ? 0.5 : 1e-6;
     wrong |= ring.error > tolerance || mpi.error > tolerance;
     const double ratio = mpi.busbw > 0 ? ring.busbw / mpi.busbw : 0;
-    if (bytes >= (size_t{1} << 20)) ratio_log_sum += std::log(ratio), ++ratio_rows;
+    if (bytes >= (size_t{64} << 10)) {
+      ratio_log_sum += std::log(ratio), ++ratio_rows;
+      if (ratio < 1) slower_sizes.push_back(bytes);
+    }
     if (root) {
       std::printf(
           "  %10zu %10lld %6s | %10.1f %8.3f %8.3f %8.1e | %10.1f %8.3f %8.3f %8.1e | %5.2fx\n",
@@ -155,11 +199,13 @@ int main(int argc, char** argv) {
                       {"type", dtype},
                       {"ring",
                        {{"time_us", ring.time_us},
+                        {"repeats_us", ring.repeats_us},
                         {"algbw", ring.algbw},
                         {"busbw", ring.busbw},
                         {"error", ring.error}}},
                       {"mpi",
                        {{"time_us", mpi.time_us},
+                        {"repeats_us", mpi.repeats_us},
                         {"algbw", mpi.algbw},
                         {"busbw", mpi.busbw},
                         {"error", mpi.error}}},
@@ -168,11 +214,32 @@ int main(int argc, char** argv) {
   }
   if (root) {
     if (ratio_rows) {
-      std::printf("# ring/MPI_Allreduce busbw, geometric mean from 1 MiB up: %.2fx\n",
+      std::printf("# ring/MPI_Allreduce busbw, geometric mean from 64 KiB up: %.2fx\n",
                   std::exp(ratio_log_sum / ratio_rows));
+      std::string slower;
+      for (size_t b : slower_sizes) slower += " " + std::to_string(b);
+      std::printf("# sizes from 64 KiB where the ring is below MPI_Allreduce: %s\n",
+                  slower.empty() ? "none" : slower.c_str());
     }
     std::printf("# results %s\n", wrong ? "WRONG" : "verified");
-    if (!json_path.empty()) std::ofstream(json_path) << rows.dump(2) << "\n";
+    if (!json_path.empty()) {
+      char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING];
+      int length = 0;
+      MPI_Get_library_version(mpi_version, &length);
+      std::string mpi_library(mpi_version, static_cast<size_t>(std::max(0, length)));
+      mpi_library.erase(mpi_library.find_last_not_of(std::string("\n\0", 2)) + 1);
+      const nlohmann::json results = {{"ranks", n},
+                                      {"repeats", repeats},
+                                      {"iters", iters},
+                                      {"rows", rows},
+                                      {"ring_over_mpi_geomean_from_64k",
+                                       ratio_rows ? std::exp(ratio_log_sum / ratio_rows) : 0.0},
+                                      {"sizes_ring_below_mpi_from_64k", slower_sizes}};
+      std::ofstream(json_path) << dtrain::bench::report("allreduce_bench", argc, argv, results,
+                                                        {{"mpi", mpi_library}})
+                                      .dump(2)
+                               << "\n";
+    }
   }
   return wrong ? 1 : 0;
 }

@@ -2,15 +2,23 @@
 # Parameter-server step throughput against ring allreduce at the same global batch, in one run:
 # 1 ps + 2 workers (sync and async) vs mpirun -np 2 --distributed ring, MNIST, default MLP,
 # batch 50 per worker, 1 thread per process, best of REPEATS, alternating.
-#   benchmarks/ps_throughput.sh [REPEATS]
+# --json FILE also writes the results with the machine and versions.
+#   benchmarks/ps_throughput.sh [REPEATS] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=${1:-3}
+repeats=3 json=""
+while (($#)); do
+  case $1 in
+    --json) json=${2:?--json needs a file}; shift 2 ;;
+    [0-9]*) repeats=$1; shift ;;
+    *) echo "usage: benchmarks/ps_throughput.sh [REPEATS] [--json FILE]" >&2; exit 2 ;;
+  esac
+done
 data=build/mnist
 [[ -x build/bin/dtrain && -f $data/train-images-idx3-ubyte ]] || { echo "# build and fetch MNIST first" >&2; exit 2; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-flags="--data-dir $data --epochs 1 --threads 1 --checkpoint-every 0"
+flags="--data-dir $data --epochs 1 --threads 1 --checkpoint-every 0 --workspace none"
 epoch_of() { python3 -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["epoch_seconds"], m["steps"])' "$1/metrics.jsonl"; }
 run() {
   case $1 in
@@ -24,9 +32,18 @@ for ((i = 0; i < repeats; i++)); do for c in ring sync async; do run $c >> "$tmp
 echo "# ps_throughput: MLP 784-300-100-10, 2 workers x batch 50 (global 100), 1 thread each, best of $repeats"
 printf "# %-28s %10s %8s %12s %8s\n" configuration epoch_s steps steps/s vs_ring
 read -r ring_s ring_steps < <(sort -g "$tmp/ring.times" | head -n1)
+rows=""
 for c in ring sync async; do
   read -r s steps < <(sort -g "$tmp/$c.times" | head -n1)
   name=$c; [[ $c == ring ]] && name="ring allreduce (2 ranks)"; [[ $c != ring ]] && name="ps $c (1 ps, 2 workers)"
   printf "  %-28s %10.3f %8d %12.1f %7.2fx\n" "$name" "$s" "$steps" "$(python3 -c "print($steps/$s)")" \
     "$(python3 -c "print(($steps/$s)/($ring_steps/$ring_s))")"
+  rows+="${rows:+,}\"$c\": {\"epoch_seconds\": $s, \"steps\": $steps, \"vs_ring\": $(python3 -c "print(($steps/$s)/($ring_steps/$ring_s))")}"
 done
+echo "# targets: ps sync >= 0.6x ring, async >= 0.7x"
+if [[ -n $json ]]; then
+  echo "{\"repeats\": $repeats, $rows}" > "$tmp/results.json"
+  python3 benchmarks/bench_report.py --benchmark ps_throughput --results "$tmp/results.json" \
+    --out "$json" --command "benchmarks/ps_throughput.sh $repeats --json $json"
+  echo "# wrote $json"
+fi

@@ -2,7 +2,6 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
-#include <omp.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -23,6 +22,29 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(2000);
 
 std::atomic<int> g_compute_threads{0};
+
+/// The OpenMP runtime LibTorch loaded (libgomp; a renamed copy in pip wheels), looked up at run
+/// time: linking one ourselves could bring a second runtime whose settings LibTorch never sees.
+struct OpenMp {
+  using Set = void (*)(int);
+  using Get = int (*)();
+  Set set = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  Get get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+};
+const OpenMp& openmp() {
+  static const OpenMp api;
+  return api;
+}
+
+/// This thread's OpenMP team size (thread-local in OpenMP); returns the previous one, 0 if there
+/// is no OpenMP runtime.
+int set_openmp_threads(int threads) {
+  const OpenMp& omp = openmp();
+  if (omp.set == nullptr || omp.get == nullptr) return 0;
+  const int before = omp.get();
+  omp.set(threads);
+  return before;
+}
 
 /// One turn of a spin wait: a pause, and after some 65,000 of them a yield (a system call is dear
 /// in a VM), so that with more members than free cores the one waited for gets to run.
@@ -82,16 +104,15 @@ void ThreadTeam::run(const std::function<void(int)>& fn) {
     std::lock_guard<std::mutex> lock(mutex_);
     generation_.fetch_add(1, std::memory_order_release);
   }
-  wake_.notify_all();  // cheap when nobody sleeps
-  const int omp_threads = omp_get_max_threads();
-  omp_set_num_threads(1);  // this thread's share is single-threaded too
+  wake_.notify_all();                             // cheap when nobody sleeps
+  const int omp_threads = set_openmp_threads(1);  // this thread's share is single-threaded too
   try {
     torch::NoGradGuard no_grad;
     fn(0);
   } catch (...) {
     errors_[0] = std::current_exception();
   }
-  omp_set_num_threads(omp_threads);
+  if (omp_threads > 0) set_openmp_threads(omp_threads);
   for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) relax(spins);
   job_ = nullptr;
   for (auto& e : errors_) {
@@ -114,7 +135,7 @@ void ThreadTeam::barrier() {
 
 void ThreadTeam::work(int member) {
   // One thread's share of a step is single-threaded: no OpenMP team inside it.
-  omp_set_num_threads(1);
+  set_openmp_threads(1);
   torch::NoGradGuard no_grad;
   uint64_t seen = 0;
   while (true) {

@@ -136,7 +136,7 @@ TEST(Subprocess, ChildDiesWithItsParent) {
   ASSERT_GE(parent, 0);
   if (parent == 0) {
     close(fds[0]);
-    Subprocess child(sh("sleep 60"));
+    Subprocess child(sh("exec sleep 60"));
     const pid_t pid = child.pid();
     (void)!write(fds[1], &pid, sizeof(pid));
     pause();  // killed by the test below

@@ -7,6 +7,31 @@
 
 namespace dtrain::models {
 
+namespace {
+
+/// g *= activation'(a), from the activation's output a.
+void times_activation_derivative(torch::Tensor& g, const torch::Tensor& a, const std::string& act) {
+  if (act == "relu") {
+    g.mul_(a.gt(0));
+  } else if (act == "tanh") {
+    g.mul_(1 - a * a);
+  } else {
+    g.mul_(a * (1 - a));
+  }
+}
+
+void activate(torch::Tensor& x, const std::string& act) {
+  if (act == "relu") {
+    x.relu_();
+  } else if (act == "tanh") {
+    x.tanh_();
+  } else {
+    x.sigmoid_();
+  }
+}
+
+}  // namespace
+
 MlpImpl::MlpImpl(MlpOptions options_) : options(std::move(options_)) { reset(); }
 
 void MlpImpl::reset() {
@@ -68,14 +93,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
   for (size_t i = 0; i < linears_.size(); ++i) {
     inputs.push_back(x);
     x = torch::addmm(linears_[i]->bias, x, linears_[i]->weight.t());
-    if (i + 1 < linears_.size()) {
-      if (act == "relu")
-        x.relu_();
-      else if (act == "tanh")
-        x.tanh_();
-      else
-        x.sigmoid_();
-    }
+    if (i + 1 < linears_.size()) activate(x, act);
   }
   const torch::Tensor logits = x;
   const torch::Tensor log_probs = torch::log_softmax(logits, 1);
@@ -110,42 +128,10 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
         [&](torch::Tensor& b) { b.add_(g.sum(0)); });
     if (i == 0) break;
     g = g.mm(lin->weight);
-    // Derivative of the activation, from its output a = inputs[i].
-    if (act == "relu") {
-      g.mul_(a.gt(0));
-    } else if (act == "tanh") {
-      g.mul_(1 - a * a);
-    } else {
-      g.mul_(a * (1 - a));
-    }
+    times_activation_derivative(g, a, act);  // from its output a = inputs[i]
   }
   return {loss, logits};
 }
-
-namespace {
-
-/// g *= activation'(a), from the activation's output a.
-void times_activation_derivative(torch::Tensor& g, const torch::Tensor& a, const std::string& act) {
-  if (act == "relu") {
-    g.mul_(a.gt(0));
-  } else if (act == "tanh") {
-    g.mul_(1 - a * a);
-  } else {
-    g.mul_(a * (1 - a));
-  }
-}
-
-void activate(torch::Tensor& x, const std::string& act) {
-  if (act == "relu") {
-    x.relu_();
-  } else if (act == "tanh") {
-    x.tanh_();
-  } else {
-    x.sigmoid_();
-  }
-}
-
-}  // namespace
 
 std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Tensor& x,
                                                                  const torch::Tensor& targets,

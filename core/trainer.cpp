@@ -37,8 +37,8 @@ Trainer::Trainer(RunConfig config, Model model, torch::Device device, GradientSy
   model_.module->to(device_);
   optimizer_ = make_optimizer(OptimizerSettings::from(config_), model_.module->parameters());
   if (model_.train_step) {
-    // On the CPU a batch is split across the intra-op threads (core/sharded_step.h), each running
-    // single-threaded GEMMs.
+    // On the CPU every step runs on a team of compute_threads() threads (core/sharded_step.h),
+    // each running single-threaded GEMMs.
     const int shards = device_.is_cpu() ? compute_threads() : 1;
     if (shards > 1) set_blas_threads(1);
     step_ = std::make_unique<ShardedStep>(model_, shards);

@@ -54,8 +54,10 @@ int parse_index(const std::string& source, const std::string& field, const nlohm
     index = v.get<long long>();
   } else if (v.is_string()) {
     const std::string s = v.get<std::string>();
-    const bool digits = !s.empty() && s.find_first_not_of("-0123456789") == std::string::npos &&
-                        s.find('-', 1) == std::string::npos && s.size() <= 10;
+    // An optional '-' and 1 to 10 digits (what stoll then reads without throwing).
+    const size_t start = !s.empty() && s[0] == '-' ? 1 : 0;
+    const bool digits = s.size() > start && s.size() - start <= 10 &&
+                        s.find_first_not_of("0123456789", start) == std::string::npos;
     if (!digits)
       fail(source, field, "expected an integer (or a string holding one), got " + v.dump());
     index = std::stoll(s);

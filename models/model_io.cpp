@@ -13,9 +13,18 @@ namespace fs = std::filesystem;
 namespace {
 
 DataShape shape_of(const nlohmann::json& spec) {
+  const auto field = [&](const char* key, int64_t fallback) {
+    if (!spec.is_object() || !spec.contains(key)) return fallback;
+    const auto& v = spec[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > (int64_t{1} << 24)) {
+      throw DataError(std::string("model architecture: \"") + key +
+                      "\" must be an integer from 1 to 16777216, got " + v.dump());
+    }
+    return v.get<int64_t>();
+  };
   DataShape s;
-  s.features = spec.value("in_features", int64_t{784});
-  s.classes = spec.value("classes", int64_t{10});
+  s.features = field("in_features", 784);
+  s.classes = field("classes", 10);
   return s;
 }
 
@@ -75,7 +84,7 @@ nlohmann::json check_model_dir(const fs::path& dir) {
   }
   auto bad = [&](const std::string& what) { throw DataError(json_path.string() + ": " + what); };
   if (!j.is_object()) bad("expected a JSON object, got " + std::string(j.type_name()));
-  if (j.value("format", "") != "dtrain-model-v1") {
+  if (!j.contains("format") || !j["format"].is_string() || j["format"] != "dtrain-model-v1") {
     bad("expected \"format\": \"dtrain-model-v1\"");
   }
   if (!j.contains("weights") || !j["weights"].is_string() || j["weights"] != "model.pt") {

@@ -129,6 +129,13 @@ TEST(TfConfig, NumbersJsonCannotHoldAreAConfigError) {
   EXPECT_THROW(TfConfig::parse("33333333333333E3333333333333333333"), ConfigError);
   EXPECT_THROW(TfConfig::parse(R"({"cluster": {"ps": ["a:1"]}, "task": {"index": 1E400}})"),
                ConfigError);
+  // Also found by it: a sparse-job index of "-" (or "" or "--1") was an uncaught std::stoll error.
+  for (const char* index : {"-", "", "--1", "1-", "-12345678901"}) {
+    EXPECT_THROW(TfConfig::parse(std::string(R"({"cluster": {"ps": {")") + index +
+                                 R"(": "a:1"}, "worker": ["b:2"]}})"),
+                 ConfigError)
+        << index;
+  }
 }
 
 }  // namespace

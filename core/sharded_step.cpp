@@ -28,19 +28,15 @@ ShardedStep::ShardedStep(const Model& model, int shards)
   team_ = std::make_unique<ThreadTeam>(shards_);
   int64_t total = 0;
   for (const auto& p : params_) total += p.numel();
-  flat_grad_ = torch::zeros({total}, params_.front().options().requires_grad(false));
-  const std::vector<torch::Tensor> grads = views_into(flat_grad_, params_);
+  // The views keep the flat buffers alive.
+  const torch::Tensor flat_grad =
+      torch::zeros({total}, params_.front().options().requires_grad(false));
+  const std::vector<torch::Tensor> grads = views_into(flat_grad, params_);
   for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = grads[i];
   if (model_.team_step) return;  // the members split the layers, not the batch
   for (int k = 1; k < shards_; ++k) {
-    shard_flat_.push_back(torch::zeros_like(flat_grad_));
-    shard_grads_.push_back(views_into(shard_flat_.back(), params_));
+    shard_grads_.push_back(views_into(torch::zeros_like(flat_grad), params_));
   }
-}
-
-std::pair<int64_t, int64_t> ShardedStep::rows_of(int64_t k, int64_t rows) const {
-  const int64_t n = std::min<int64_t>(shards_, rows);
-  return {rows * k / n, rows * (k + 1) / n};
 }
 
 std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, double loss_scale,
@@ -61,7 +57,7 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
   std::vector<torch::Tensor> loss_sums(n), corrects(n);
   team_->run([&](int k) {
     if (k < n) {
-      const auto [lo, hi] = rows_of(k, rows);
+      const auto [lo, hi] = block_of(rows, k, static_cast<int>(n));
       const torch::Tensor x = batch.inputs.narrow(0, lo, hi - lo);
       const torch::Tensor y = batch.targets.narrow(0, lo, hi - lo);
       // Each shard's mean loss, weighted by its share of the batch, sums to the batch mean.
@@ -96,7 +92,7 @@ torch::Tensor ShardedStep::forward(const torch::Tensor& inputs) {
   std::vector<torch::Tensor> logits(n);
   team_->run([&](int k) {
     if (k < n) {
-      const auto [lo, hi] = rows_of(k, rows);
+      const auto [lo, hi] = block_of(rows, k, static_cast<int>(n));
       logits[k] = model_.forward(inputs.narrow(0, lo, hi - lo));
     }
   });

@@ -46,16 +46,12 @@ class ShardedStep {
   torch::Tensor forward(const torch::Tensor& inputs);
 
  private:
-  /// Row range [begin, end) of shard `k` of a batch of `rows`.
-  std::pair<int64_t, int64_t> rows_of(int64_t k, int64_t rows) const;
-
   Model model_;
   int shards_;
   std::vector<torch::Tensor> params_;
-  std::unique_ptr<ThreadTeam> team_;                     // with more than one shard
-  torch::Tensor flat_grad_;                              // every parameter's grad is a view into it
-  std::vector<torch::Tensor> shard_flat_;                // shards 1..n-1: their own flat buffers
-  std::vector<std::vector<torch::Tensor>> shard_grads_;  // views into shard_flat_, per parameter
+  std::unique_ptr<ThreadTeam> team_;  // with more than one shard
+  // Shards 1..n-1 of the batch split: per parameter, views into each shard's own flat buffer.
+  std::vector<std::vector<torch::Tensor>> shard_grads_;
 };
 
 }  // namespace dtrain

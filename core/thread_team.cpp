@@ -61,7 +61,8 @@ void relax(int spins) {
 std::pair<int64_t, int64_t> member_rows(const torch::Tensor& t, int member, int members) {
   const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
   const int64_t row = rows == 0 ? 0 : t.numel() / rows;
-  return {rows * member / members * row, rows * (member + 1) / members * row};
+  const auto [begin, end] = block_of(rows, member, members);
+  return {begin * row, end * row};
 }
 
 void set_compute_threads(int threads) {
@@ -99,6 +100,8 @@ void ThreadTeam::run(const std::function<void(int)>& fn) {
   }
   job_ = &fn;
   for (auto& e : errors_) e = nullptr;
+  failed_.store(false, std::memory_order_relaxed);
+  arrived_.store(0, std::memory_order_relaxed);  // a failed run may have left arrivals behind
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -109,8 +112,10 @@ void ThreadTeam::run(const std::function<void(int)>& fn) {
   try {
     torch::NoGradGuard no_grad;
     fn(0);
+  } catch (const TeamAborted&) {  // another member's error is the one to report
   } catch (...) {
     errors_[0] = std::current_exception();
+    failed_.store(true, std::memory_order_release);
   }
   if (omp_threads > 0) set_openmp_threads(omp_threads);
   for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) relax(spins);
@@ -129,6 +134,7 @@ void ThreadTeam::barrier() {
     return;
   }
   for (int spins = 1; barrier_round_.load(std::memory_order_acquire) == round; ++spins) {
+    if (failed_.load(std::memory_order_acquire)) throw TeamAborted();
     relax(spins);
   }
 }
@@ -159,8 +165,10 @@ void ThreadTeam::work(int member) {
     seen = now;
     try {
       (*job_)(member);
+    } catch (const TeamAborted&) {
     } catch (...) {
       errors_[static_cast<size_t>(member)] = std::current_exception();
+      failed_.store(true, std::memory_order_release);
     }
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }

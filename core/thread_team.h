@@ -36,8 +36,15 @@ class ThreadTeam {
   void run(const std::function<void(int)>& fn);
 
   /// Inside run(): waits until every member has reached this barrier (each must, the same number
-  /// of times). Spins like the members do between runs.
+  /// of times). Spins like the members do between runs. When another member has thrown, throws
+  /// (TeamAborted) instead of waiting for a member that will never come; run() then rethrows the
+  /// first member's own error.
   void barrier();
+
+  /// What barrier() throws in the members left behind by one that failed.
+  struct TeamAborted : std::exception {
+    const char* what() const noexcept override { return "another team member failed"; }
+  };
 
  private:
   void work(int member);
@@ -48,11 +55,18 @@ class ThreadTeam {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};  // a member threw during this run
   std::atomic<int> arrived_{0};
   std::atomic<uint64_t> barrier_round_{0};
   std::mutex mutex_;
   std::condition_variable wake_;
 };
+
+/// [begin, end) of block `k` when `n` items are split into `parts` contiguous blocks that differ
+/// in size by at most one: how every team divides its work.
+inline std::pair<int64_t, int64_t> block_of(int64_t n, int k, int parts) {
+  return {n * k / parts, n * (k + 1) / parts};
+}
 
 /// Elements [begin, end) of `member`'s block of whole rows (dim 0) of `t` when a team of
 /// `members` splits it: how Model::team_step and the optimizer divide parameters.

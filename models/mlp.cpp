@@ -157,9 +157,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
         parts[l].push_back(torch::empty({batch, w.size(1)}, x.options()));
     }
   }
-  const auto rows = [members](int64_t n, int k) {
-    return std::pair<int64_t, int64_t>{n * k / members, n * (k + 1) / members};
-  };
+  const auto rows = [members](int64_t n, int k) { return block_of(n, k, members); };
   torch::Tensor loss;
   team.run([&](int k) {
     // Forward: this member's output columns of every layer, then wait for the others'.

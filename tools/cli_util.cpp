@@ -1,7 +1,5 @@
 #include "tools/cli_util.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>

@@ -35,6 +35,28 @@ TEST(ThreadTeam, RunsEveryMemberEachTimeAndRethrows) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST(ThreadTeam, AMemberFailingBeforeABarrierDoesNotHangTheOthers) {
+  for (int failing = 0; failing < 3; ++failing) {
+    ThreadTeam team(3);
+    try {
+      team.run([&](int k) {
+        if (k == failing) throw std::invalid_argument("member failed before the barrier");
+        team.barrier();
+        team.barrier();
+      });
+      ADD_FAILURE() << "no exception, failing member " << failing;
+    } catch (const std::invalid_argument& e) {  // the member's own error, not TeamAborted
+      EXPECT_STREQ(e.what(), "member failed before the barrier");
+    }
+    std::atomic<int> passed{0};
+    team.run([&](int) {  // barriers work again in the next run
+      team.barrier();
+      passed.fetch_add(1);
+    });
+    EXPECT_EQ(passed.load(), 3);
+  }
+}
+
 Model small_model(const std::string& activation = "relu") {
   RunConfig c;
   c.hidden_sizes = {9, 7};

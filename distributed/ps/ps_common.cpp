@@ -3,9 +3,16 @@
 #include "core/errors.h"
 #include "core/file_util.h"
 
+#include <malloc.h>
+
 #include <stdexcept>
 
 namespace dtrain::distributed::ps {
+
+void retain_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest; bigger blocks are mapped anyway
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
 
 std::vector<std::pair<int64_t, int64_t>> partition(int64_t total, int parts) {
   std::vector<std::pair<int64_t, int64_t>> ranges;

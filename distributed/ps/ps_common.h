@@ -34,6 +34,13 @@ struct TlsMaterial {
 std::shared_ptr<grpc::ServerCredentials> server_credentials(const TlsMaterial& tls);
 std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const TlsMaterial& tls);
 
+/// Keeps memory glibc's malloc would hand back to the kernel. Every step allocates and frees
+/// message buffers the size of the model (gRPC slices, protobuf strings, tensors); above 128 KiB
+/// glibc maps and unmaps each one (or trims it off the heap), so every step page-faults its
+/// buffers in again: in a VM that was 60 % of a parameter-server step. Called by the ps and its
+/// clients at start; the cost is memory kept at its high-water mark.
+void retain_freed_memory();
+
 /// Contiguous, size-balanced ranges of a flat vector of `total` floats over `parts` ps tasks.
 std::vector<std::pair<int64_t, int64_t>> partition(int64_t total, int parts);
 

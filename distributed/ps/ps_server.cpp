@@ -352,6 +352,7 @@ class Service final : public ParameterServer::Service {
 
 int serve(const ServerOptions& options) {
   const TlsMaterial tls = TlsMaterial::load(options.tls_cert, options.tls_key, options.tls_ca);
+  retain_freed_memory();
   Service service(options);
   grpc::ServerBuilder builder;
   int port = 0;

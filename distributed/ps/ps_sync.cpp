@@ -70,6 +70,7 @@ PsSync::PsSync(PsSyncOptions options) : options_(std::move(options)) {
     for (const auto& [i, a] : tasks) local_size_ += host_of(a) == my_host;
   }
   local_size_ = std::max(1, local_size_);
+  retain_freed_memory();
   connect();
   heartbeat_ = std::thread([this] {
     while (!stop_) {

@@ -5,6 +5,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace dtrain::distributed::ps {
@@ -32,13 +33,56 @@ void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice) {
 
 torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count,
                          const std::string& what) {
+  return view_slice(slice, begin, count, what).clone();
+}
+
+torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count,
+                         const std::string& what) {
   if (slice.begin() != begin || slice.values().size() != static_cast<size_t>(count) * 4) {
     throw std::invalid_argument(
         what + ": expected float32 values for [" + std::to_string(begin) + ", " +
         std::to_string(begin + count) + ") (" + std::to_string(count * 4) + " bytes), got begin " +
         std::to_string(slice.begin()) + " and " + std::to_string(slice.values().size()) + " bytes");
   }
-  return from_bytes(slice.values(), count, what);
+  return torch::from_blob(const_cast<char*>(slice.values().data()), {count}, torch::kFloat);
+}
+
+namespace {
+
+/// Calls fn(tensor, first element in it, elements, offset in [begin, end)) for each part of the
+/// flat range [begin, end) that lies in one of `tensors`.
+template <typename Fn>
+void for_each_part(const NamedTensors& tensors, int64_t begin, int64_t end, Fn fn) {
+  int64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + t.numel());
+    if (lo < hi) fn(t, lo - offset, hi - lo, lo - begin);
+    offset += t.numel();
+    if (offset >= end) break;
+  }
+}
+
+}  // namespace
+
+void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice) {
+  slice->set_begin(begin);
+  std::string* out = slice->mutable_values();
+  out->clear();
+  out->reserve(static_cast<size_t>(end - begin) * 4);
+  for_each_part(
+      tensors, begin, end, [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
+        const torch::Tensor part =
+            t.detach().reshape(-1).narrow(0, first, n).to(torch::kCPU, torch::kFloat).contiguous();
+        out->append(static_cast<const char*>(part.data_ptr()), static_cast<size_t>(n) * 4);
+      });
+}
+
+void write_range(const torch::Tensor& values, int64_t begin, const NamedTensors& tensors) {
+  torch::NoGradGuard no_grad;
+  for_each_part(tensors, begin, begin + values.numel(),
+                [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t at) {
+                  t.view(-1).narrow(0, first, n).copy_(values.narrow(0, at, n));
+                });
 }
 
 std::string to_bytes(const torch::Tensor& values) {

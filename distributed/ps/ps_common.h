@@ -11,6 +11,7 @@
 
 #include <torch/types.h>
 
+#include "core/gradient_sync.h"
 #include "distributed/ps/ps.grpc.pb.h"
 
 namespace dtrain::distributed::ps {
@@ -49,6 +50,16 @@ void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice);
 /// Checks the slice is exactly [begin, begin + count) of float32; throws std::invalid_argument
 /// with what differs.
 torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what);
+/// As from_slice, but the tensor is a view of the slice's bytes (no copy): valid while `slice`
+/// lives and is not modified.
+torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what);
+
+/// The model as the protocol's flat vector without building it: `tensors` concatenated,
+/// flattened, in order. copy_range writes elements [begin, end) into `slice` as float32 (one copy
+/// per tensor, none of the whole vector); write_range writes `values` (elements [begin, begin +
+/// values.numel())) back into the tensors, whatever their device and type.
+void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice);
+void write_range(const torch::Tensor& values, int64_t begin, const NamedTensors& tensors);
 
 /// Raw float32 bytes <-> tensor (optimizer slots). from_bytes checks the element count.
 std::string to_bytes(const torch::Tensor& values);

@@ -110,9 +110,9 @@ class Service final : public ParameterServer::Service {
       return {StatusCode::FAILED_PRECONDITION,
               req->task() + " pushed before registering with " + o_.task};
     }
-    torch::Tensor g;
+    torch::Tensor g;  // a view of the request: used before this call returns, never kept
     try {
-      g = from_slice(req->gradient(), begin_, end_ - begin_,
+      g = view_slice(req->gradient(), begin_, end_ - begin_,
                      req->task() + "'s gradient to " + o_.task);
     } catch (const std::exception& e) {
       spdlog::warn("rejected a push from {}: {}", req->task(), e.what());
@@ -138,7 +138,12 @@ class Service final : public ParameterServer::Service {
       return {StatusCode::FAILED_PRECONDITION,
               req->task() + " pushed step " + std::to_string(step) + " twice"};
     }
-    grad_sum_ = grad_sum_.defined() ? grad_sum_.add_(g) : g;
+    if (pushed_.size() == 1) {
+      if (!grad_sum_.defined()) grad_sum_ = torch::empty_like(shard_);
+      grad_sum_.copy_(g);
+    } else {
+      grad_sum_.add_(g);
+    }
     if (static_cast<int>(pushed_.size()) == training_tasks_) {
       torch::Tensor avg = grad_sum_.div_(training_tasks_);
       last_skipped_ = !detail::all_finite(avg);
@@ -147,7 +152,6 @@ class Service final : public ParameterServer::Service {
       } else {
         apply(avg);
       }
-      grad_sum_ = torch::Tensor();
       pushed_.clear();
       sync_step_ = version_ = step;
       cv_.notify_all();
@@ -324,6 +328,7 @@ class Service final : public ParameterServer::Service {
   void apply(const torch::Tensor& grad) {
     shard_.mutable_grad() = grad;
     opt_->step();
+    shard_.mutable_grad() = torch::Tensor();  // it may be a view of a request
   }
 
   ServerOptions o_;

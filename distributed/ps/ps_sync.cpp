@@ -34,13 +34,6 @@ std::string state_text(grpc_connectivity_state s) {
 
 std::string host_of(const TaskAddress& a) { return a.host; }
 
-torch::Tensor flatten(const NamedTensors& tensors) {
-  std::vector<torch::Tensor> parts;
-  for (const auto& [name, t] : tensors)
-    parts.push_back(t.detach().reshape(-1).to(torch::kCPU, torch::kFloat));
-  return torch::cat(parts);
-}
-
 }  // namespace
 
 struct PsSync::Peer {
@@ -163,25 +156,17 @@ void PsSync::check_consistent(const nlohmann::json& shared_config) {
 void PsSync::take_values(size_t peer, const Slice& slice) {
   const auto [b, e] = ranges_[peer];
   try {
-    flat_.narrow(0, b, e - b).copy_(from_slice(slice, b, e - b, peers_[peer]->name + " values"));
+    write_range(view_slice(slice, b, e - b, peers_[peer]->name + " values"), b, params_);
   } catch (const std::invalid_argument& ex) {
     throw CommError(task_ + ": " + ex.what());
   }
 }
 
-void PsSync::write_params(const NamedTensors& params) const {
-  torch::NoGradGuard no_grad;
-  int64_t offset = 0;
-  for (const auto& [name, p] : params) {
-    p.copy_(flat_.narrow(0, offset, p.numel()).view(p.sizes()));
-    offset += p.numel();
-  }
-}
-
 void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
   params_ = params;
-  flat_ = flatten(params);
-  ranges_ = partition(flat_.numel(), static_cast<int>(peers_.size()));
+  total_ = 0;
+  for (const auto& [name, p] : params) total_ += p.numel();
+  ranges_ = partition(total_, static_cast<int>(peers_.size()));
   versions_.assign(peers_.size(), 0);
   if (options_.cluster.is_chief()) {
     const FlatOptimizerState state = optimizer.flatten();
@@ -189,10 +174,12 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
     for (size_t i = 0; i < peers_.size(); ++i) {
       const auto [b, e] = ranges_[i];
       InitRequest req;
-      req.set_total(flat_.numel());
+      req.set_total(total_);
       req.set_begin(b);
       req.set_end(e);
-      req.set_values(to_bytes(flat_.narrow(0, b, e - b)));
+      Slice values;
+      copy_range(params_, b, e, &values);
+      req.set_values(std::move(*values.mutable_values()));
       req.set_optimizer_config(opt.dump());
       for (const auto& [slot, t] : state.slots)
         (*req.mutable_optimizer_slots())[slot] = to_bytes(t.narrow(0, b, e - b));
@@ -210,13 +197,13 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
     reg.set_run_config(shared_config_);
     RegisterReply reg_rep;
     PS_CALL(*peers_[i], "Register", Register, reg, &reg_rep);
-    if (reg_rep.total() != flat_.numel() || reg_rep.begin() != ranges_[i].first ||
+    if (reg_rep.total() != total_ || reg_rep.begin() != ranges_[i].first ||
         reg_rep.end() != ranges_[i].second) {
       throw ConfigError(
           task_ + ": " + peers_[i]->name + " holds [" + std::to_string(reg_rep.begin()) + ", " +
           std::to_string(reg_rep.end()) + ") of " + std::to_string(reg_rep.total()) +
           " values but this model partitions to [" + std::to_string(ranges_[i].first) + ", " +
-          std::to_string(ranges_[i].second) + ") of " + std::to_string(flat_.numel()));
+          std::to_string(ranges_[i].second) + ") of " + std::to_string(total_));
     }
     PullRequest pull;
     pull.set_task(task_);
@@ -225,10 +212,9 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
     take_values(i, rep.slice());
     versions_[i] = rep.version();
   }
-  write_params(params);
   if (options_.cluster.is_chief()) {
     spdlog::info("parameter servers: {} holding {} values, {} training task(s), {} mode",
-                 peers_.size(), flat_.numel(), world_, options_.sync ? "sync" : "async");
+                 peers_.size(), total_, world_, options_.sync ? "sync" : "async");
   }
 }
 
@@ -243,7 +229,6 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
       grads.front().second.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
     }
   }
-  const torch::Tensor g = flatten(grads);
   bool skipped = false;
   for (size_t i = 0; i < peers_.size(); ++i) {
     const auto [b, e] = ranges_[i];
@@ -251,14 +236,13 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     req.set_task(task_);
     req.set_step(step_);
     req.set_pulled_version(versions_[i]);
-    to_slice(g.narrow(0, b, e - b), b, req.mutable_gradient());
+    copy_range(grads, b, e, req.mutable_gradient());
     PushReply rep;
     PS_CALL(*peers_[i], "Push", Push, req, &rep);
     take_values(i, rep.slice());
     versions_[i] = rep.version();
     skipped = skipped || rep.skipped();
   }
-  write_params(params_);
   if (skipped && rank_ == 0)
     spdlog::warn("step {}: NaN/Inf in the averaged gradient; the step was skipped", step_);
   return skipped ? Outcome::kSkip : Outcome::kUpdated;
@@ -278,6 +262,7 @@ std::vector<double> PsSync::sum(std::vector<double> values) {
 }
 
 void PsSync::gather_state(const NamedTensors& params, Optimizer& optimizer, bool final) {
+  params_ = params;
   FlatOptimizerState state;
   std::map<std::string, std::vector<torch::Tensor>> slots;
   for (size_t i = 0; i < peers_.size(); ++i) {
@@ -305,7 +290,6 @@ void PsSync::gather_state(const NamedTensors& params, Optimizer& optimizer, bool
   for (auto& [slot, parts] : slots) {
     if (parts.size() == peers_.size()) state.slots[slot] = torch::cat(parts);
   }
-  write_params(params);
   try {
     optimizer.unflatten(state);
   } catch (const DataError& ex) {

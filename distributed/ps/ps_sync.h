@@ -55,8 +55,8 @@ class PsSync : public GradientSync {
  private:
   struct Peer;
   void connect();
-  void write_params(const NamedTensors& params) const;
-  /// Copies peer's reply values into flat_ (CommError if they are not its range).
+  /// Writes peer's reply values into the model's parameters (CommError if they are not its
+  /// range).
   void take_values(size_t peer, const Slice& slice);
 
   PsSyncOptions options_;
@@ -65,8 +65,8 @@ class PsSync : public GradientSync {
   std::vector<std::unique_ptr<Peer>> peers_;
   std::vector<std::pair<int64_t, int64_t>> ranges_;
   std::string shared_config_;
-  NamedTensors params_;  // the model's parameters: new values are written through them
-  torch::Tensor flat_;   // the latest values from the ps tasks
+  NamedTensors params_;  // the model's parameters: the ps tasks' values are written into them
+  int64_t total_ = 0;    // their element count: the length of the protocol's flat vector
   std::vector<int64_t> versions_;
   int64_t step_ = 0, reduce_count_ = 0;
   std::map<int64_t, int64_t> staleness_;

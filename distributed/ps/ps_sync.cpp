@@ -3,8 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <limits>
+#include <mutex>
 
 #include "core/errors.h"
 #include "core/optimizers.h"
@@ -120,17 +122,18 @@ void PsSync::connect() {
   }
 }
 
-// Runs one RPC with the token and a deadline; failures become CommError (ConfigError when the
-// ps rejects our configuration) naming the peer.
-template <typename Req, typename Rep, typename Method>
-static void call(const std::string& task, const std::string& token, double timeout_seconds,
-                 const std::string& peer, const std::string& address, const char* what,
-                 Method method, const Req& req, Rep* rep) {
-  grpc::ClientContext ctx;
+namespace {
+
+/// A call's context: the token and a deadline.
+void prepare(grpc::ClientContext& ctx, const std::string& token, double timeout_seconds) {
   if (!token.empty()) ctx.AddMetadata(kTokenKey, token);
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
-  const grpc::Status s = method(&ctx, req, rep);
+}
+
+/// A failed call as CommError (ConfigError when the ps rejects our configuration) naming the peer.
+void check(const grpc::Status& s, const std::string& task, const std::string& peer,
+           const std::string& address, const char* what) {
   if (s.ok()) return;
   const std::string msg = task + ": " + what + " on " + peer + " at " + address + " failed (" +
                           std::to_string(static_cast<int>(s.error_code())) +
@@ -142,11 +145,22 @@ static void call(const std::string& task, const std::string& token, double timeo
   throw CommError(msg);
 }
 
-#define PS_CALL(peer, what, rpc, req, rep)                                                        \
-  call(                                                                                           \
-      task_, options_.token, options_.peer_timeout_seconds * 2 + 30, (peer).name, (peer).address, \
-      what,                                                                                       \
-      [&](grpc::ClientContext* c, const auto& q, auto* r) { return (peer).stub->rpc(c, q, r); },  \
+// Runs one RPC with the token and a deadline; failures throw as check() says.
+template <typename Req, typename Rep, typename Method>
+void call(const std::string& task, const std::string& token, double timeout_seconds,
+          const std::string& peer, const std::string& address, const char* what, Method method,
+          const Req& req, Rep* rep) {
+  grpc::ClientContext ctx;
+  prepare(ctx, token, timeout_seconds);
+  check(method(&ctx, req, rep), task, peer, address, what);
+}
+
+}  // namespace
+
+#define PS_CALL(peer, what, rpc, req, rep)                                                       \
+  call(                                                                                          \
+      task_, options_.token, call_timeout_seconds(), (peer).name, (peer).address, what,          \
+      [&](grpc::ClientContext* c, const auto& q, auto* r) { return (peer).stub->rpc(c, q, r); }, \
       req, rep)
 
 void PsSync::check_consistent(const nlohmann::json& shared_config) {
@@ -229,19 +243,41 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
       grads.front().second.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
     }
   }
+  const size_t n = peers_.size();
+  std::vector<PushRequest> reqs(n);
+  std::vector<PushReply> reps(n);
+  for (size_t i = 0; i < n; ++i) {
+    reqs[i].set_task(task_);
+    reqs[i].set_step(step_);
+    reqs[i].set_pulled_version(versions_[i]);
+    copy_range(grads, ranges_[i].first, ranges_[i].second, reqs[i].mutable_gradient());
+  }
+  if (n == 1) {  // on this thread: no hand-over to gRPC's
+    PS_CALL(*peers_[0], "Push", Push, reqs[0], &reps[0]);
+  } else {  // every ps at once, as their shards are independent
+    std::vector<grpc::ClientContext> contexts(n);
+    std::vector<grpc::Status> statuses(n);
+    std::mutex mu;
+    std::condition_variable done;
+    size_t pending = n;
+    for (size_t i = 0; i < n; ++i) {
+      prepare(contexts[i], options_.token, call_timeout_seconds());
+      peers_[i]->stub->async()->Push(&contexts[i], &reqs[i], &reps[i], [&, i](grpc::Status st) {
+        std::lock_guard<std::mutex> lock(mu);
+        statuses[i] = std::move(st);
+        if (--pending == 0) done.notify_one();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    done.wait(lock, [&] { return pending == 0; });  // each call ends by its deadline
+    for (size_t i = 0; i < n; ++i)
+      check(statuses[i], task_, peers_[i]->name, peers_[i]->address, "Push");
+  }
   bool skipped = false;
-  for (size_t i = 0; i < peers_.size(); ++i) {
-    const auto [b, e] = ranges_[i];
-    PushRequest req;
-    req.set_task(task_);
-    req.set_step(step_);
-    req.set_pulled_version(versions_[i]);
-    copy_range(grads, b, e, req.mutable_gradient());
-    PushReply rep;
-    PS_CALL(*peers_[i], "Push", Push, req, &rep);
-    take_values(i, rep.slice());
-    versions_[i] = rep.version();
-    skipped = skipped || rep.skipped();
+  for (size_t i = 0; i < n; ++i) {
+    take_values(i, reps[i].slice());
+    versions_[i] = reps[i].version();
+    skipped = skipped || reps[i].skipped();
   }
   if (skipped && rank_ == 0)
     spdlog::warn("step {}: NaN/Inf in the averaged gradient; the step was skipped", step_);

@@ -55,6 +55,9 @@ class PsSync : public GradientSync {
  private:
   struct Peer;
   void connect();
+  /// How long one call may take: a sync step waits for the slowest worker, bounded by the ps's
+  /// own peer timeout.
+  double call_timeout_seconds() const { return options_.peer_timeout_seconds * 2 + 30; }
   /// Writes peer's reply values into the model's parameters (CommError if they are not its
   /// range).
   void take_values(size_t peer, const Slice& slice);

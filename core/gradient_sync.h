@@ -72,7 +72,8 @@ class GradientSync {
   /// over; wait for the other processes to finish first.
   virtual void gather_state(const NamedTensors& params, Optimizer& optimizer, bool final) {}
 
-  /// Called by every process after its outputs are written, before it exits.
+  /// Called by every process after its outputs are written, before it exits; also after a stop
+  /// signal ended training (Interrupted), once the writer's checkpoint is written.
   virtual void finish() {}
 
   /// Sums each value across processes (used for metrics). The default returns `values`.

@@ -16,6 +16,7 @@
 
 #include "core/errors.h"
 #include "core/file_util.h"
+#include "core/stop_signal.h"
 #include "core/subprocess.h"
 #include "distributed/ports.h"
 #include "tools/cluster_run.h"
@@ -31,6 +32,11 @@ std::string self_exe() {
   std::error_code ec;
   const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
   return ec ? std::string("/proc/self/exe") : p.string();
+}
+
+/// 128 + SIGINT, SIGTERM or SIGUSR1: how a task ends after a graceful stop.
+bool is_stop_exit(int code) {
+  return code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGUSR1;
 }
 
 }  // namespace
@@ -79,16 +85,33 @@ int cluster_run(const ClusterRunOptions& o) {
   if (o.chief) start("chief", 0);
   for (int i = 0; i < o.workers; ++i) start("worker", i);
 
-  // The first task to fail stops the others: SIGTERM to each group, SIGKILL 10 s later.
-  int first_failure = 0;
+  // The first task to fail stops the others: SIGTERM to each group, SIGKILL 10 s later. A stop
+  // signal to this command is passed to every task: they stop after the same step, the chief
+  // checkpoints and shuts the ps tasks down (SIGKILL only if that takes over kStopGrace).
+  constexpr auto kStopGrace = std::chrono::seconds(180);
+  install_stop_signals();
+  int first_failure = 0, forwarded = 0, stopped = 0;
   std::string failed;
   auto kill_at = std::chrono::steady_clock::time_point::max();
   while (true) {
+    if (const int sig = stop_signal(); sig != 0 && forwarded == 0 && first_failure == 0) {
+      forwarded = sig;
+      spdlog::warn("cluster run: {}: passing it to every task; they stop after the same step",
+                   signal_name(sig));
+      for (auto& c : children) c->signal_group(sig);
+      kill_at = std::chrono::steady_clock::now() + kStopGrace;
+    }
     size_t running = 0;
     for (auto& c : children) {
       const auto code = c->poll();
       if (!code) {
         ++running;
+        continue;
+      }
+      // A task stopped by a signal (here or sent to it alone) is not a failure: the others stop
+      // too, through the ps, and a second signal would cut the chief's checkpoint short.
+      if (is_stop_exit(*code)) {
+        if (stopped == 0) stopped = *code;
         continue;
       }
       if (*code != 0 && first_failure == 0) {
@@ -109,6 +132,10 @@ int cluster_run(const ClusterRunOptions& o) {
   if (first_failure != 0) {
     spdlog::error("cluster run: failed: {} exited with {}", failed, first_failure);
     return first_failure;
+  }
+  if (stopped != 0) {
+    spdlog::warn("cluster run: the tasks stopped on {}", signal_name(stopped - 128));
+    return stopped;
   }
   spdlog::info("cluster run: all {} tasks exited 0", children.size());
   return 0;

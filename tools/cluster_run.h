@@ -15,7 +15,8 @@ struct ClusterRunOptions {
 
 /// Picks free ports, gives every task its TF_CONFIG, prefixes each task's output lines with its
 /// role, stops everything when one task fails, and returns the first failure's exit code (0 when
-/// every task exits 0).
+/// every task exits 0). SIGINT/SIGTERM/SIGUSR1 are passed to every task (a graceful stop: 128 +
+/// the signal when they all stopped).
 int cluster_run(const ClusterRunOptions& options);
 
 }  // namespace dtrain::cli

@@ -306,10 +306,15 @@ int train_command(int argc, char** argv) {
     history = trainer.fit(train_set, train_sampler, test_set, test_sampler);
   } catch (const std::exception& e) {
     outcome.fail(e);
-    // After an agreed stop every process leaves together, once the writer has recorded it.
-    if (dynamic_cast<const Interrupted*>(&e) != nullptr && sync->world_size() > 1 &&
-        sync->agrees_on_step_control()) {
-      sync->sum({0.0});
+    if (dynamic_cast<const Interrupted*>(&e) != nullptr && sync->world_size() > 1) {
+      // After an agreed stop every process leaves together, once the writer has recorded it;
+      // then, as after training, the strategy is told (a ps cluster's chief shuts it down).
+      if (sync->agrees_on_step_control()) sync->sum({0.0});
+      try {
+        sync->finish();
+      } catch (const std::exception& inner) {
+        spdlog::warn("after the stop: {}", inner.what());
+      }
     }
     throw;
   }

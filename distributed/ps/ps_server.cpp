@@ -7,11 +7,13 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include "core/errors.h"
 #include "core/file_util.h"
 #include "core/optimizers.h"
+#include "core/stop_signal.h"
 #include "distributed/detail.h"
 #include "distributed/ps/ps_common.h"
 
@@ -118,12 +120,19 @@ class Service final : public ParameterServer::Service {
       spdlog::warn("rejected a push from {}: {}", req->task(), e.what());
       return {StatusCode::INVALID_ARGUMENT, e.what()};
     }
+    if (req->stop_signal() < 0 || req->stop_signal() > 64) {
+      return {StatusCode::INVALID_ARGUMENT, req->task() + ": stop_signal " +
+                                                std::to_string(req->stop_signal()) +
+                                                " is not a signal number"};
+    }
     if (!o_.sync) {  // async: apply on arrival, record how stale the gradient was
+      if (stop_ == 0) stop_ = req->stop_signal();
       ++staleness_[version_ - req->pulled_version()];
       const bool finite = detail::all_finite(g);
       if (finite) apply(g);
       ++version_;
       rep->set_skipped(!finite);
+      rep->set_stop_signal(stop_ != 0 ? stop_ : stop_signal());
       to_slice(shard_, begin_, rep->mutable_slice());
       rep->set_version(version_);
       return Status::OK;
@@ -138,6 +147,8 @@ class Service final : public ParameterServer::Service {
       return {StatusCode::FAILED_PRECONDITION,
               req->task() + " pushed step " + std::to_string(step) + " twice"};
     }
+    if (step_stop_ == 0) step_stop_ = req->stop_signal();
+    step_checkpoint_ = step_checkpoint_ || req->checkpoint();
     if (pushed_.size() == 1) {
       if (!grad_sum_.defined()) grad_sum_ = torch::empty_like(shard_);
       grad_sum_.copy_(g);
@@ -153,6 +164,10 @@ class Service final : public ParameterServer::Service {
         apply(avg);
       }
       pushed_.clear();
+      last_stop_ = step_stop_ != 0 ? step_stop_ : stop_signal();
+      last_checkpoint_ = step_checkpoint_;
+      step_stop_ = 0;
+      step_checkpoint_ = false;
       sync_step_ = version_ = step;
       cv_.notify_all();
     } else if (auto s = wait(
@@ -161,7 +176,10 @@ class Service final : public ParameterServer::Service {
                !s.ok()) {
       return s;
     }
+    // The next step cannot complete before this task pushes it: these are still this step's.
     rep->set_skipped(last_skipped_);
+    rep->set_stop_signal(last_stop_);
+    rep->set_checkpoint(last_checkpoint_);
     to_slice(shard_, begin_, rep->mutable_slice());
     rep->set_version(version_);
     return Status::OK;
@@ -191,13 +209,18 @@ class Service final : public ParameterServer::Service {
     }
     for (int i = 0; i < req->values_size(); ++i) r.sums[static_cast<size_t>(i)] += req->values(i);
     if (++r.count == training_tasks_) cv_.notify_all();
-    if (auto s = wait(
-            lock, [&] { return r.count >= training_tasks_; }, "reduce '" + req->key() + "'");
-        !s.ok()) {
-      return s;
-    }
+    // Complete when every task has contributed, or has finished without (async mode, after a
+    // stop that reached the others later: the sum of those still training).
+    const auto complete = [&] {
+      if (r.count >= training_tasks_) return true;
+      if (static_cast<int>(registered_.size()) < training_tasks_) return false;
+      for (const auto& t : registered_)
+        if (!r.from.count(t) && !done_.count(t)) return false;
+      return true;
+    };
+    if (auto s = wait(lock, complete, "reduce '" + req->key() + "'"); !s.ok()) return s;
     for (double v : r.sums) rep->add_sums(v);
-    if (++r.readers == training_tasks_) reduce_.erase(req->key());
+    if (++r.readers == r.count) reduce_.erase(req->key());
     return Status::OK;
   }
 
@@ -206,12 +229,10 @@ class Service final : public ParameterServer::Service {
     std::unique_lock<std::mutex> lock(mu_);
     if (!initialized_) return {StatusCode::FAILED_PRECONDITION, "GetState before Init"};
     if (req->wait_for_workers()) {
-      auto others_done = [&] {
-        for (const auto& t : registered_)
-          if (t != req->task() && !done_.count(t)) return false;
-        return true;
-      };
-      if (auto s = wait(lock, others_done, "waiting for workers to finish"); !s.ok()) return s;
+      if (auto s = wait(
+              lock, [&] { return others_done(req->task()); }, "waiting for workers to finish");
+          !s.ok())
+        return s;
     }
     to_slice(shard_, begin_, rep->mutable_slice());
     const FlatOptimizerState st = opt_->flatten();
@@ -236,7 +257,15 @@ class Service final : public ParameterServer::Service {
 
   Status Shutdown(ServerContext* ctx, const ShutdownRequest* req, ShutdownReply*) override {
     if (auto s = admit(ctx, req->task()); !s.ok()) return s;
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    // After a stop the others may still be saying Done (or, async, pushing their last step):
+    // they are let finish first. A failure or the wait's bound ends it anyway.
+    if (auto s = wait(
+            lock, [&] { return others_done(req->task()); },
+            "waiting for the other tasks to finish before shutting down");
+        !s.ok()) {
+      spdlog::warn("shutting down without them: {}", s.error_message());
+    }
     spdlog::info("shutdown requested by {}", req->task());
     shutdown_ = true;
     cv_.notify_all();
@@ -249,9 +278,29 @@ class Service final : public ParameterServer::Service {
   /// Returns "" on shutdown, else why the server must fail.
   std::string watch() {
     std::unique_lock<std::mutex> lock(mu_);
+    std::optional<Clock::time_point> signalled;
     while (!shutdown_ && failure_.empty()) {
       cv_.wait_for(lock, std::chrono::milliseconds(500));
       const auto now = Clock::now();
+      if (const int sig = stop_signal(); sig != 0 && !signalled) {
+        signalled = now;
+        if (registered_.empty()) {
+          spdlog::warn("{}: no training task has registered; stopping", signal_name(sig));
+          shutdown_ = true;
+          break;
+        }
+        // The tasks learn of it from their next push's reply, stop after the same step, and the
+        // chief checkpoints (pulling from here) and shuts this ps down.
+        spdlog::warn(
+            "{}: the training tasks stop after their next step; serving until the chief "
+            "shuts this ps down (at most {} s)",
+            signal_name(sig), static_cast<int>(stop_grace_seconds()));
+      }
+      if (signalled && now - *signalled > seconds(stop_grace_seconds())) {
+        failure_ = o_.task + ": no shutdown from the chief within " +
+                   std::to_string(static_cast<int>(stop_grace_seconds())) + " s of " +
+                   signal_name(stop_signal());
+      }
       if (!initialized_ && now - started_ > seconds(o_.init_timeout_seconds)) {
         failure_ = o_.task + ": no Init from the chief within " +
                    std::to_string(static_cast<int>(o_.init_timeout_seconds)) + " s";
@@ -272,6 +321,10 @@ class Service final : public ParameterServer::Service {
   }
 
  private:
+  /// How long a signalled ps waits for the chief: the tasks' next step, the chief's checkpoint
+  /// and everyone's Done.
+  double stop_grace_seconds() const { return o_.peer_timeout_seconds * 2 + 30; }
+
   static Clock::duration seconds(double s) {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   }
@@ -317,6 +370,13 @@ class Service final : public ParameterServer::Service {
     return Status::OK;
   }
 
+  /// Every registered training task other than `task` has said Done.
+  bool others_done(const std::string& task) const {
+    for (const auto& t : registered_)
+      if (t != task && !done_.count(t)) return false;
+    return true;
+  }
+
   std::string missing_pushers() const {
     std::vector<std::string> missing;
     for (const auto& t : registered_) {
@@ -336,6 +396,8 @@ class Service final : public ParameterServer::Service {
   std::mutex mu_;
   std::condition_variable cv_;
   bool initialized_ = false, shutdown_ = false, last_skipped_ = false;
+  int step_stop_ = 0, last_stop_ = 0, stop_ = 0;  // stop signals: this step's, the last's, async
+  bool step_checkpoint_ = false, last_checkpoint_ = false;
   std::string failure_, run_config_;
   int64_t total_ = 0, begin_ = 0, end_ = 0, version_ = 0, sync_step_ = 0;
   int training_tasks_ = 0;
@@ -358,6 +420,7 @@ class Service final : public ParameterServer::Service {
 int serve(const ServerOptions& options) {
   const TlsMaterial tls = TlsMaterial::load(options.tls_cert, options.tls_key, options.tls_ca);
   retain_freed_memory();
+  install_stop_signals();  // a preempted ps hands over to the chief instead of vanishing
   Service service(options);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -381,6 +444,7 @@ int serve(const ServerOptions& options) {
   const std::string failure = service.watch();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (!failure.empty()) throw CommError(failure);
+  if (const int sig = stop_signal(); sig != 0) return Interrupted(sig).exit_code();
   return 0;
 }
 

@@ -250,6 +250,8 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     reqs[i].set_task(task_);
     reqs[i].set_step(step_);
     reqs[i].set_pulled_version(versions_[i]);
+    reqs[i].set_stop_signal(control_.stop_signal);
+    reqs[i].set_checkpoint(control_.checkpoint);
     copy_range(grads, ranges_[i].first, ranges_[i].second, reqs[i].mutable_gradient());
   }
   if (n == 1) {  // on this thread: no hand-over to gRPC's
@@ -274,11 +276,24 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
       check(statuses[i], task_, peers_[i]->name, peers_[i]->address, "Push");
   }
   bool skipped = false;
+  // Sync: every task gets the same replies, so the same decision (each ps combined the same
+  // pushes; a signalled ps adds its own stop). Async: another's stop spreads; checkpoints are the
+  // chief's own.
+  StepControl decided;
+  decided.stop_signal = options_.sync ? 0 : control_.stop_signal;
+  decided.checkpoint = options_.sync ? false : control_.checkpoint;
   for (size_t i = 0; i < n; ++i) {
     take_values(i, reps[i].slice());
     versions_[i] = reps[i].version();
     skipped = skipped || reps[i].skipped();
+    if (reps[i].stop_signal() < 0 || reps[i].stop_signal() > 64) {
+      throw CommError(task_ + ": " + peers_[i]->name + " replied with stop_signal " +
+                      std::to_string(reps[i].stop_signal()));
+    }
+    if (decided.stop_signal == 0) decided.stop_signal = reps[i].stop_signal();
+    if (options_.sync) decided.checkpoint = decided.checkpoint || reps[i].checkpoint();
   }
+  control_ = decided;
   if (skipped && rank_ == 0)
     spdlog::warn("step {}: NaN/Inf in the averaged gradient; the step was skipped", step_);
   return skipped ? Outcome::kSkip : Outcome::kUpdated;

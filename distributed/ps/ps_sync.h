@@ -43,6 +43,8 @@ class PsSync : public GradientSync {
   int world_size() const override { return world_; }
   int local_size() const override { return local_size_; }
   bool is_writer() const override { return options_.cluster.is_chief(); }
+  /// Sync mode: the ps tasks combine every task's wishes with the step's pushes (PushReply).
+  bool agrees_on_step_control() const override { return options_.sync || world_ == 1; }
 
   void check_consistent(const nlohmann::json& shared_config) override;
   void broadcast_state(const NamedTensors& params, Optimizer& optimizer) override;

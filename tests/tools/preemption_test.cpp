@@ -4,8 +4,14 @@
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -52,9 +58,20 @@ class Preemption : public ::testing::Test {
     return r.output;
   }
 
-  /// Starts it, and once training is under way sends `signal` after a random delay.
-  std::pair<int, std::string> run_and_signal(std::vector<std::string> argv, int signal,
-                                             std::mt19937& rng) {
+  /// `dtrain cluster run` of 1 ps and 2 workers in sync or async mode, same recipe (4 epochs).
+  std::vector<std::string> cluster(const std::filesystem::path& out, bool sync) const {
+    std::vector<std::string> argv = train(out);
+    argv.erase(argv.begin() + 1);  // "train"
+    argv.insert(argv.begin() + 1, {"cluster", "run", "--ps", "1", "--workers", "2", "--"});
+    argv.insert(argv.end(), {"--epochs", "4", "--ps-mode", sync ? "sync" : "async"});
+    return argv;
+  }
+
+  /// Starts it, and once training is under way sends `signal` after a random delay (to the
+  /// process group, or through `send`).
+  std::pair<int, std::string> run_and_signal(
+      std::vector<std::string> argv, int signal, std::mt19937& rng,
+      const std::function<void(Subprocess&)>& send = nullptr) {
     std::mutex mu;
     std::string output;
     bool training = false;
@@ -77,7 +94,11 @@ class Preemption : public ::testing::Test {
     }
     std::this_thread::sleep_for(
         std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 900)(rng)));
-    child.signal_group(signal);
+    if (send) {
+      send(child);
+    } else {
+      child.signal_group(signal);
+    }
     const auto code = child.wait_for(std::chrono::seconds(120));
     std::lock_guard<std::mutex> lock(mu);
     return {code.value_or(-1), output};
@@ -150,6 +171,71 @@ TEST_F(Preemption, RanksAgreeOnTheStepAndResumeToTheUninterruptedWeights) {
   run(resume);
   EXPECT_TRUE(
       torch::equal(testing::model_weights(out / "model"), testing::model_weights(full / "model")));
+}
+
+/// The pid of the task of `type` that `cluster run` (pid `parent`) started, or -1.
+pid_t cluster_task(pid_t parent, const std::string& type) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != parent) continue;
+    std::ifstream environ(entry.path() / "environ");
+    const std::string env((std::istreambuf_iterator<char>(environ)), {});
+    if (env.find("\"type\":\"" + type + "\"") != std::string::npos) return std::stoi(name);
+  }
+  return -1;
+}
+
+// A parameter-server cluster agrees through its ps: every task stops after the same step, the
+// chief's checkpoint holds the whole cluster's position and partial sums, and resuming ends with
+// the weights of a cluster that was never stopped. Whoever gets the signal: here `cluster run`,
+// which passes it to every task.
+TEST_F(Preemption, PsClusterStopsAfterTheSameStepAndResumesToTheUninterruptedWeights) {
+  TempDir full, out;
+  run(cluster(full.path(), true));
+  std::mt19937 rng(std::random_device{}());
+  const auto [code, output] = run_and_signal(cluster(out.path(), true), SIGTERM, rng);
+  ASSERT_EQ(code, 128 + SIGTERM) << output;
+  EXPECT_NE(output.find("stopped after step"), std::string::npos) << output;
+  EXPECT_NE(output.find("shutdown requested by worker:0"), std::string::npos) << output;
+  EXPECT_EQ(output.find("failed"), std::string::npos) << output;
+  auto resume = cluster(out.path(), true);
+  resume.insert(resume.end(), {"--resume-from", "auto"});
+  run(resume);
+  const torch::Tensor expected = testing::model_weights(full / "model");
+  const torch::Tensor got = testing::model_weights(out / "model");
+  EXPECT_TRUE(torch::equal(got, expected)) << "max abs diff " << (got - expected).abs().max();
+}
+
+// Only the ps is told (its node is being preempted): it tells the tasks through its replies, they
+// stop, the chief checkpoints and shuts it down, and everyone exits with the signal's code. Async
+// mode, where a stop spreads to each task at its next push.
+TEST_F(Preemption, SignalToThePsAloneStopsTheWholeCluster) {
+  TempDir out;
+  std::mt19937 rng(std::random_device{}());
+  pid_t ps = -1;
+  const auto [code, output] =
+      run_and_signal(cluster(out.path(), false), SIGTERM, rng, [&](Subprocess& child) {
+        ps = cluster_task(child.pid(), "ps");
+        ASSERT_GT(ps, 0);
+        ::kill(ps, SIGTERM);
+      });
+  ASSERT_EQ(code, 128 + SIGTERM) << output;
+  EXPECT_NE(output.find("[ps:0] SIGTERM: the training tasks stop"), std::string::npos) << output;
+  for (const char* task : {"[worker:0] stopped by SIGTERM", "[worker:1] stopped by SIGTERM"})
+    EXPECT_NE(output.find(task), std::string::npos) << task << "\n" << output;
+  EXPECT_EQ(output.find("failed"), std::string::npos) << output;
+  const auto found = find_checkpoints(out / "checkpoints");
+  ASSERT_FALSE(found.empty()) << output;
 }
 
 TEST_F(Preemption, MidEpochCheckpointOfAnotherWorldSizeIsRefused) {

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(fuzz_idx fuzz_tf_config fuzz_model_json fuzz_checkpoint)
+[[ ${#targets[@]} -gt 0 ]] || targets=(fuzz_idx fuzz_tf_config fuzz_model_json fuzz_checkpoint fuzz_ps)
 [[ $secs =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS must be a whole number, got '$secs'" >&2; exit 2; }
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ not found (bash tools/install-deps.sh)" >&2; exit 2; }
 mkdir -p build/fuzz/findings

@@ -359,7 +359,8 @@ class Service final : public ParameterServer::Service {
 
   template <typename Pred>
   Status wait(std::unique_lock<std::mutex>& lock, Pred ready, const std::string& what) {
-    const auto deadline = Clock::now() + seconds(std::max(o_.peer_timeout_seconds * 2, 10.0));
+    const auto deadline =
+        Clock::now() + seconds(std::max(o_.peer_timeout_seconds * 2, o_.min_wait_seconds));
     while (!ready()) {
       if (!failure_.empty()) return {StatusCode::ABORTED, failure_};
       if (shutdown_) return {StatusCode::ABORTED, o_.task + " is shutting down"};
@@ -416,6 +417,10 @@ class Service final : public ParameterServer::Service {
 };
 
 }  // namespace
+
+std::unique_ptr<ParameterServer::Service> make_service(const ServerOptions& options) {
+  return std::make_unique<Service>(options);
+}
 
 int serve(const ServerOptions& options) {
   const TlsMaterial tls = TlsMaterial::load(options.tls_cert, options.tls_key, options.tls_ca);

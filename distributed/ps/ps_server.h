@@ -3,8 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
+
+#include "distributed/ps/ps.grpc.pb.h"
 
 namespace dtrain::distributed::ps {
 
@@ -17,12 +20,17 @@ struct ServerOptions {
   bool sync = true;                       ///< --ps-mode sync (average one push per task) or async
   double peer_timeout_seconds = 30;       ///< a registered task silent this long is declared dead
   double init_timeout_seconds = 300;      ///< how long to wait for the chief's Init
+  double min_wait_seconds = 10;  ///< a blocked call waits max(2 x peer timeout, this) at most
   int64_t max_message_bytes = int64_t{256} << 20;
 };
 
-/// Serves until the chief sends Shutdown (returns 0). Throws CommError if the address cannot be
-/// bound, the chief never initialises the server, or a training task falls silent (its peers'
-/// pending calls fail with a message naming it).
+/// Serves until the chief sends Shutdown (returns 0, or 128 + signal after a stop signal). Throws
+/// CommError if the address cannot be bound, the chief never initialises the server, or a
+/// training task falls silent (its peers' pending calls fail with a message naming it).
 int serve(const ServerOptions& options);
+
+/// The service serve() runs, to drive its handlers in process (the fuzz target): every request
+/// is validated there, whatever the transport.
+std::unique_ptr<ParameterServer::Service> make_service(const ServerOptions& options);
 
 }  // namespace dtrain::distributed::ps

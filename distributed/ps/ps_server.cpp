@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -30,6 +31,13 @@ class Service final : public ParameterServer::Service {
  public:
   explicit Service(ServerOptions o) : o_(std::move(o)), started_(Clock::now()) {}
 
+  static constexpr int64_t kMinQuotaBytes = int64_t{64} << 20;
+  static constexpr int64_t kMaxQuotaBytes = int64_t{64} << 30;
+
+  /// The server's memory quota for message buffers: sized here once Init says how large a
+  /// legitimate message is.
+  void set_quota(grpc::ResourceQuota* quota) { quota_ = quota; }
+
   // --- RPCs -------------------------------------------------------------------------------------
 
   Status Init(ServerContext* ctx, const InitRequest* req, InitReply*) override {
@@ -44,6 +52,14 @@ class Service final : public ParameterServer::Service {
         req->end() > req->total() || req->training_tasks() <= 0 || req->training_tasks() > 100000) {
       return {StatusCode::INVALID_ARGUMENT, o_.task + ": Init with an impossible layout"};
     }
+    if (req->end() - req->begin() > o_.max_message_bytes / 4) {
+      return {StatusCode::INVALID_ARGUMENT, o_.task + ": a range of " +
+                                                std::to_string(req->end() - req->begin()) +
+                                                " values does not fit in one message of at most " +
+                                                std::to_string(o_.max_message_bytes) + " bytes"};
+    }
+    size_quota(req->end() - req->begin(), req->training_tasks());
+    if (req->announce()) return Status::OK;  // the values follow, now that they fit
     try {
       total_ = req->total();
       begin_ = req->begin();
@@ -371,6 +387,16 @@ class Service final : public ParameterServer::Service {
     return Status::OK;
   }
 
+  /// Sizes the memory quota for a range of `values` and `tasks` training tasks: every task's
+  /// push in flight at once and an Init (values and two optimizer slots), each with framing.
+  /// Enough for the cluster's own traffic, and all that anyone can make the ps hold.
+  void size_quota(int64_t values, int tasks) {
+    if (quota_ == nullptr) return;
+    const int64_t per_push = values * 4 + (int64_t{1} << 20);
+    const int64_t bytes = (tasks + 1) * per_push + 3 * values * 4;
+    quota_->Resize(static_cast<size_t>(std::clamp(bytes, kMinQuotaBytes, kMaxQuotaBytes)));
+  }
+
   /// Every registered training task other than `task` has said Done.
   bool others_done(const std::string& task) const {
     for (const auto& t : registered_)
@@ -413,6 +439,7 @@ class Service final : public ParameterServer::Service {
     int count = 0, readers = 0;
   };
   static constexpr size_t kMaxPendingReduces = 64;
+  grpc::ResourceQuota* quota_ = nullptr;
   std::map<std::string, Pending> reduce_;
 };
 
@@ -428,6 +455,13 @@ int serve(const ServerOptions& options) {
   install_stop_signals();  // a preempted ps hands over to the chief instead of vanishing
   Service service(options);
   grpc::ServerBuilder builder;
+  // Bodies are read before a handler can check the token: the memory quota bounds what callers
+  // (authenticated or not) can make the ps hold at once. Small until the chief's authenticated
+  // announcement of the layout (a small Init) sizes it for the cluster's messages.
+  grpc::ResourceQuota quota("dtrain-ps");
+  quota.Resize(static_cast<size_t>(Service::kMinQuotaBytes));
+  builder.SetResourceQuota(quota);
+  service.set_quota(&quota);
   int port = 0;
   // gRPC turns SO_REUSEPORT on by default: a second ps on the same address would bind silently
   // and take half the calls.

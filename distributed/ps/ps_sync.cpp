@@ -191,6 +191,11 @@ void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
       req.set_total(total_);
       req.set_begin(b);
       req.set_end(e);
+      req.set_training_tasks(world_);
+      req.set_announce(true);  // the layout first: the ps then makes room for the values
+      InitReply announced;
+      PS_CALL(*peers_[i], "Init", Init, req, &announced);
+      req.set_announce(false);
       Slice values;
       copy_range(params_, b, e, &values);
       req.set_values(std::move(*values.mutable_values()));

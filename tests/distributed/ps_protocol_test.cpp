@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
+#include "core/subprocess.h"
 #include "distributed/ports.h"
 #include "distributed/ps/ps.grpc.pb.h"
 #include "test_util.h"
@@ -202,6 +204,89 @@ TEST(PsSecurity, NoTokenRefusesToStartUnlessInsecure) {
   server.join();
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("--insecure: no DTRAIN_CLUSTER_TOKEN"), std::string::npos) << r.output;
+}
+
+/// The process's peak resident memory in MiB (VmHWM).
+int64_t peak_rss_mib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) / 1024;
+  }
+  return -1;
+}
+
+/// Four concurrent 250 MiB pushes without the token, each on a connection of its own; returns
+/// their status codes.
+std::vector<grpc::StatusCode> intrude(const std::string& address) {
+  PushRequest push;
+  push.set_task("worker:0");
+  push.set_step(1);
+  push.mutable_gradient()->mutable_values()->assign(size_t{250} << 20, '\x01');
+  std::vector<std::thread> intruders;
+  std::vector<grpc::StatusCode> codes(4);
+  for (int i = 0; i < 4; ++i) {
+    intruders.emplace_back([&, i] {
+      grpc::ChannelArguments args;
+      args.SetMaxSendMessageSize(-1);
+      args.SetInt("dtrain.intruder", i);  // distinct arguments: a connection of its own
+      auto ch = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      PushReply rep;
+      codes[static_cast<size_t>(i)] =
+          ParameterServer::NewStub(ch)->Push(&ctx, push, &rep).error_code();
+    });
+  }
+  for (auto& t : intruders) t.join();
+  return codes;
+}
+
+// Bodies arrive before a handler can check the token, so the ps bounds the memory all calls
+// together may hold (gRPC's resource quota): 64 MiB until the chief's small authenticated
+// announcement of the layout, then what the cluster's own traffic needs (a 4-value model here:
+// the 64 MiB floor). Four concurrent unauthenticated 250 MiB pushes are refused, before Init and
+// after, without the ps holding them.
+TEST(PsSecurity, UnauthenticatedLargePushesDoNotGrowTheServer) {
+  for (const bool initialised : {true, false}) {
+    testing::TempDir dir;
+    const std::string address = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
+    const std::string tf = "{\"cluster\": {\"ps\": [\"" + address +
+                           "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": "
+                           "\"ps\", \"index\": 0}}";
+    ProcessOptions p;
+    p.argv = {testing::dtrain_binary(), "train", "--distributed", "ps", "--data-dir",
+              dir.path().string()};
+    p.env = {{"TF_CONFIG", tf}, {"DTRAIN_CLUSTER_TOKEN", "secret-token-0123456789"}};
+    Subprocess ps(std::move(p));
+    auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    ASSERT_TRUE(
+        channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)));
+    if (initialised) {
+      InitRequest init;
+      init.set_total(4);
+      init.set_end(4);
+      init.set_values(floats({1, 2, 3, 4}));
+      init.set_optimizer_config(
+          R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
+      init.set_training_tasks(1);
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("dtrain-token", "secret-token-0123456789");
+      InitReply rep;
+      ASSERT_TRUE(ParameterServer::NewStub(channel)->Init(&ctx, init, &rep).ok());
+    }
+    const int64_t before = peak_rss_mib(ps.pid());
+    for (auto code : intrude(address)) {
+      EXPECT_TRUE(code == grpc::StatusCode::UNAUTHENTICATED ||
+                  code == grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << "status " << code;
+    }
+    const int64_t after = peak_rss_mib(ps.pid());
+    std::cerr << (initialised ? "after Init" : "before Init") << ": ps peak RSS " << before
+              << " MiB, " << after << " MiB after four 250 MiB pushes\n";
+    EXPECT_LT(after - before, 200)
+        << "the ps held the bodies (" << before << " -> " << after << " MiB)";
+    ps.stop(std::chrono::seconds(5));
+  }
 }
 
 }  // namespace

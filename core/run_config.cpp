@@ -166,7 +166,9 @@ std::vector<ConfigOption> make_table() {
              "gradient fusion buffer size in MiB (0: one buffer per tensor)")
           .check([](const double& v) { return finite_at_least(v, 0) && v <= 65536; },
                  "0 to 65536 (0: one buffer per tensor)"),
-      option("compression", &C::compression, "none or fp16 (allreduce gradients in half precision)")
+      option("compression", &C::compression,
+             "none or fp16 (gradients allreduced, or pushed to the parameter servers, in half "
+             "precision)")
           .choices({"none", "fp16"}),
       option("backward-passes-per-step", &C::backward_passes_per_step,
              "local batches accumulated per allreduce and step")

@@ -94,6 +94,7 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
     o.connect_timeout_seconds = config.connect_timeout_seconds;
     o.peer_timeout_seconds = config.peer_timeout_seconds;
     o.optimizer = OptimizerSettings::from(config);
+    o.fp16_compression = config.compression == "fp16";
     o.fault = FaultInjection::from_environment();
     return std::make_unique<ps::PsSync>(std::move(o));
   }

@@ -31,20 +31,18 @@ void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice) {
   slice->set_values(to_bytes(values));
 }
 
-torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count,
-                         const std::string& what) {
-  return view_slice(slice, begin, count, what).clone();
-}
-
 torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count,
                          const std::string& what) {
-  if (slice.begin() != begin || slice.values().size() != static_cast<size_t>(count) * 4) {
+  const int64_t width = slice.float16() ? 2 : 4;
+  if (slice.begin() != begin || slice.values().size() != static_cast<size_t>(count * width)) {
     throw std::invalid_argument(
-        what + ": expected float32 values for [" + std::to_string(begin) + ", " +
-        std::to_string(begin + count) + ") (" + std::to_string(count * 4) + " bytes), got begin " +
-        std::to_string(slice.begin()) + " and " + std::to_string(slice.values().size()) + " bytes");
+        what + ": expected " + (slice.float16() ? "float16" : "float32") + " values for [" +
+        std::to_string(begin) + ", " + std::to_string(begin + count) + ") (" +
+        std::to_string(count * width) + " bytes), got begin " + std::to_string(slice.begin()) +
+        " and " + std::to_string(slice.values().size()) + " bytes");
   }
-  return torch::from_blob(const_cast<char*>(slice.values().data()), {count}, torch::kFloat);
+  return torch::from_blob(const_cast<char*>(slice.values().data()), {count},
+                          slice.float16() ? torch::kHalf : torch::kFloat);
 }
 
 namespace {
@@ -64,16 +62,19 @@ void for_each_part(const NamedTensors& tensors, int64_t begin, int64_t end, Fn f
 
 }  // namespace
 
-void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice) {
+void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice, bool half) {
+  const auto type = half ? torch::kHalf : torch::kFloat;
+  const size_t width = half ? 2 : 4;
   slice->set_begin(begin);
+  slice->set_float16(half);
   std::string* out = slice->mutable_values();
   out->clear();
-  out->reserve(static_cast<size_t>(end - begin) * 4);
+  out->reserve(static_cast<size_t>(end - begin) * width);
   for_each_part(
       tensors, begin, end, [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
         const torch::Tensor part =
-            t.detach().reshape(-1).narrow(0, first, n).to(torch::kCPU, torch::kFloat).contiguous();
-        out->append(static_cast<const char*>(part.data_ptr()), static_cast<size_t>(n) * 4);
+            t.detach().reshape(-1).narrow(0, first, n).to(torch::kCPU, type).contiguous();
+        out->append(static_cast<const char*>(part.data_ptr()), static_cast<size_t>(n) * width);
       });
 }
 

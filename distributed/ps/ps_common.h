@@ -47,18 +47,18 @@ std::vector<std::pair<int64_t, int64_t>> partition(int64_t total, int parts);
 
 /// Float32 tensor [n] <-> Slice.
 void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice);
-/// Checks the slice is exactly [begin, begin + count) of float32; throws std::invalid_argument
-/// with what differs.
-torch::Tensor from_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what);
-/// As from_slice, but the tensor is a view of the slice's bytes (no copy): valid while `slice`
-/// lives and is not modified.
+/// Checks the slice is exactly [begin, begin + count) of float32 (or float16, as it says); throws
+/// std::invalid_argument with what differs. The tensor (float or half) is a view of the slice's
+/// bytes (no copy): valid while `slice` lives and is not modified.
 torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what);
 
 /// The model as the protocol's flat vector without building it: `tensors` concatenated,
-/// flattened, in order. copy_range writes elements [begin, end) into `slice` as float32 (one copy
-/// per tensor, none of the whole vector); write_range writes `values` (elements [begin, begin +
-/// values.numel())) back into the tensors, whatever their device and type.
-void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice);
+/// flattened, in order. copy_range writes elements [begin, end) into `slice` as float32, or
+/// float16 with `half` (one copy per tensor, none of the whole vector); write_range writes
+/// `values` (elements [begin, begin + values.numel())) back into the tensors, whatever their
+/// device and type.
+void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice,
+                bool half = false);
 void write_range(const torch::Tensor& values, int64_t begin, const NamedTensors& tensors);
 
 /// Raw float32 bytes <-> tensor (optimizer slots). from_bytes checks the element count.

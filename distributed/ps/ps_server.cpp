@@ -132,6 +132,7 @@ class Service final : public ParameterServer::Service {
     try {
       g = view_slice(req->gradient(), begin_, end_ - begin_,
                      req->task() + "'s gradient to " + o_.task);
+      if (g.scalar_type() != torch::kFloat) g = g.to(torch::kFloat);  // --compression fp16
     } catch (const std::exception& e) {
       spdlog::warn("rejected a push from {}: {}", req->task(), e.what());
       return {StatusCode::INVALID_ARGUMENT, e.what()};

@@ -257,7 +257,8 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     reqs[i].set_pulled_version(versions_[i]);
     reqs[i].set_stop_signal(control_.stop_signal);
     reqs[i].set_checkpoint(control_.checkpoint);
-    copy_range(grads, ranges_[i].first, ranges_[i].second, reqs[i].mutable_gradient());
+    copy_range(grads, ranges_[i].first, ranges_[i].second, reqs[i].mutable_gradient(),
+               options_.fp16_compression);
   }
   if (n == 1) {  // on this thread: no hand-over to gRPC's
     PS_CALL(*peers_[0], "Push", Push, reqs[0], &reps[0]);
@@ -376,6 +377,7 @@ nlohmann::json PsSync::describe() const {
           {"mode", options_.sync ? "sync" : "async"},
           {"num_ps", peers_.size()},
           {"world_size", world_},
+          {"compression", options_.fp16_compression ? "fp16" : "none"},
           {"task", task_},
           {"staleness_histogram", hist}};
 }

@@ -25,6 +25,7 @@ struct PsSyncOptions {
   double connect_timeout_seconds = 120;
   double peer_timeout_seconds = 30;
   int64_t max_message_bytes = int64_t{256} << 20;
+  bool fp16_compression = false;  ///< --compression fp16: gradients pushed in half precision
   OptimizerSettings optimizer;
   FaultInjection fault;
 };

@@ -66,6 +66,22 @@ TEST_F(PsCluster, SyncModeEqualsAllreduceAtTheSameGlobalBatch) {
   EXPECT_EQ(run["distribution"]["mode"], "sync");
 }
 
+// --compression fp16 pushes gradients in half precision (the ps averages and applies them in
+// float32): the weights stay near those of float32 pushes but not equal, over two ps tasks.
+TEST_F(PsCluster, Fp16CompressionPushesHalfPrecisionGradients) {
+  TempDir full, half;
+  const std::string cluster = "cluster run --ps 2 --workers 2 -- --epochs 2";
+  ASSERT_EQ(dtrain_cmd(cluster + train_flags(full)).exit_code, 0);
+  CommandResult r = dtrain_cmd(cluster + " --compression fp16" + train_flags(half));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(
+      nlohmann::json::parse(testing::read_text(half / "run.json"))["distribution"]["compression"],
+      "fp16");
+  const auto a = weights(full / "model"), b = weights(half / "model");
+  EXPECT_FALSE(torch::equal(a, b)) << "the gradients were not compressed";
+  EXPECT_TRUE(torch::allclose(a, b, 0, 1e-2)) << "max diff " << (a - b).abs().max().item<double>();
+}
+
 TEST_F(PsCluster, AsyncModeRecordsStaleness) {
   TempDir out;
   CommandResult r =

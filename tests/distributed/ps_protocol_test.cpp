@@ -21,13 +21,30 @@ std::string floats(std::initializer_list<float> v) {
   return std::string(reinterpret_cast<const char*>(std::data(v)), v.size() * sizeof(float));
 }
 
+/// TF_CONFIG of a ps at `address` with one (absent) worker.
+std::string ps_tf_config(const std::string& address) {
+  return "{\"cluster\": {\"ps\": [\"" + address +
+         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
+}
+
+/// The chief's Init of a 4-value model with SGD, for one training task.
+InitRequest small_init() {
+  InitRequest init;
+  init.set_total(4);
+  init.set_begin(0);
+  init.set_end(4);
+  init.set_values(floats({1, 2, 3, 4}));
+  init.set_optimizer_config(
+      R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
+  init.set_training_tasks(1);
+  return init;
+}
+
 class PsProtocol : public ::testing::Test {
  protected:
   void SetUp() override {
     address_ = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
-    const std::string tf =
-        "{\"cluster\": {\"ps\": [\"" + address_ +
-        "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
+    const std::string tf = ps_tf_config(address_);
     server_ = std::thread([this, tf] {
       result_ = testing::run_command(
           "env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret-token-0123456789 " +
@@ -66,14 +83,7 @@ class PsProtocol : public ::testing::Test {
 };
 
 TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
-  InitRequest init;
-  init.set_total(4);
-  init.set_begin(0);
-  init.set_end(4);
-  init.set_values(floats({1, 2, 3, 4}));
-  init.set_optimizer_config(
-      R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
-  init.set_training_tasks(1);
+  InitRequest init = small_init();
   init.set_run_config(R"({"hidden_sizes": [3]})");
   InitReply init_rep;
   // Without or with a wrong token: rejected.
@@ -161,9 +171,7 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
 }
 
 TEST_F(PsProtocol, ASecondPsOnTheSameAddressFailsNamingIt) {
-  const std::string tf = "{\"cluster\": {\"ps\": [\"" + address_ +
-                         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", "
-                         "\"index\": 0}}";
+  const std::string tf = ps_tf_config(address_);
   const testing::CommandResult second = testing::run_command(
       "env TF_CONFIG='" + tf + "' DTRAIN_CLUSTER_TOKEN=secret-token-0123456789 " +
           testing::dtrain_binary() + " train --distributed ps --data-dir " + dir_.path().string(),
@@ -175,9 +183,7 @@ TEST_F(PsProtocol, ASecondPsOnTheSameAddressFailsNamingIt) {
 TEST(PsSecurity, NoTokenRefusesToStartUnlessInsecure) {
   testing::TempDir dir;
   const std::string address = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
-  const std::string tf = "{\"cluster\": {\"ps\": [\"" + address +
-                         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", "
-                         "\"index\": 0}}";
+  const std::string tf = ps_tf_config(address);
   const std::string cmd = "env -u DTRAIN_CLUSTER_TOKEN TF_CONFIG='" + tf + "' " +
                           testing::dtrain_binary() + " train --distributed ps --data-dir " +
                           dir.path().string();
@@ -250,9 +256,7 @@ TEST(PsSecurity, UnauthenticatedLargePushesDoNotGrowTheServer) {
   for (const bool initialised : {true, false}) {
     testing::TempDir dir;
     const std::string address = "127.0.0.1:" + std::to_string(free_loopback_ports(1)[0]);
-    const std::string tf = "{\"cluster\": {\"ps\": [\"" + address +
-                           "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": "
-                           "\"ps\", \"index\": 0}}";
+    const std::string tf = ps_tf_config(address);
     ProcessOptions p;
     p.argv = {testing::dtrain_binary(), "train", "--distributed", "ps", "--data-dir",
               dir.path().string()};
@@ -262,13 +266,7 @@ TEST(PsSecurity, UnauthenticatedLargePushesDoNotGrowTheServer) {
     ASSERT_TRUE(
         channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)));
     if (initialised) {
-      InitRequest init;
-      init.set_total(4);
-      init.set_end(4);
-      init.set_values(floats({1, 2, 3, 4}));
-      init.set_optimizer_config(
-          R"({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0, "weight_decay": 0})");
-      init.set_training_tasks(1);
+      const InitRequest init = small_init();
       grpc::ClientContext ctx;
       ctx.AddMetadata("dtrain-token", "secret-token-0123456789");
       InitReply rep;

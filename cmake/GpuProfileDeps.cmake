@@ -30,6 +30,13 @@ dtrain_header_only(nlohmann_json::nlohmann_json nlohmann/json.hpp "")
 dtrain_header_only(fmt::fmt fmt/format-inl.h "FMT_HEADER_ONLY=1")
 dtrain_header_only(spdlog::spdlog spdlog/spdlog-inl.h "SPDLOG_HEADER_ONLY;SPDLOG_FMT_EXTERNAL=1")
 set_property(TARGET spdlog::spdlog PROPERTY INTERFACE_LINK_LIBRARIES fmt::fmt)
+# LibTorch 2.x ships its own, newer fmt in its include folder, which would otherwise come first
+# (spdlog 1.10 does not build against fmt 12): a bundle's fmt and spdlog are searched before it.
+# (Not /usr/include: naming it with -isystem breaks the C++ library's #include_next.)
+if(NOT DTRAIN_INCLUDE_fmt_format_inl_h MATCHES "^/usr(/local)?/include/?$")
+  include_directories(BEFORE SYSTEM "${DTRAIN_INCLUDE_fmt_format_inl_h}"
+                                    "${DTRAIN_INCLUDE_spdlog_spdlog_inl_h}")
+endif()
 
 if(DTRAIN_DEPS_DIR)
   set(ZLIB_ROOT "${DTRAIN_DEPS_DIR}")

@@ -42,6 +42,12 @@ class GradientSync {
   /// same parameters and optimizer state.
   virtual void broadcast_state(const NamedTensors& params, Optimizer& optimizer) {}
 
+  /// Called once before training, after broadcast_state(), by every process: a strategy may
+  /// move each parameter's grad (keeping its values) into memory of its own, such as the buffers
+  /// it reduces, so that synchronize() copies nothing. The Trainer writes gradients in place
+  /// (never replaces a defined grad), so they stay there.
+  virtual void place_gradients(const NamedTensors& params) {}
+
   /// What the Trainer does after synchronize().
   enum class Outcome {
     kApply,    ///< gradients now hold the global average: run the local optimizer step

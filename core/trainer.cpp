@@ -222,6 +222,7 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
   for (const auto& [name, p] : params) shared["parameters"][name] = p.sizes().vec();
   sync_->check_consistent(shared);
   sync_->broadcast_state(params, *optimizer_);
+  sync_->place_gradients(params);
   NamedTensors grads(params.size());
   const int64_t accumulate = sync_->backward_passes_per_step();
   int64_t global_step = 0;

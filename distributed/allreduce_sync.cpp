@@ -21,6 +21,17 @@ namespace dtrain::distributed {
 AllreduceSync::AllreduceSync(std::unique_ptr<Communicator> comm, AllreduceSyncOptions options)
     : comm_(std::move(comm)), options_(std::move(options)) {}
 
+AllreduceSync::~AllreduceSync() {
+  if (!flat_.defined()) return;
+  const char* begin = static_cast<const char*>(flat_.data_ptr());
+  const char* end = begin + flat_.numel() * static_cast<int64_t>(flat_.element_size());
+  for (const auto& [name, p] : placed_) {
+    torch::Tensor& g = p.mutable_grad();
+    const char* at = g.defined() ? static_cast<const char*>(g.data_ptr()) : nullptr;
+    if (at >= begin && at < end) g = g.detach().clone();
+  }
+}
+
 void AllreduceSync::check_consistent(const nlohmann::json& shared_config) {
   const std::string text = shared_config.dump();
   const std::string mismatch = comm_->agree(
@@ -60,9 +71,53 @@ void AllreduceSync::broadcast_state(const NamedTensors& params, Optimizer& optim
   }
 }
 
-void AllreduceSync::plan_buckets(const NamedTensors& grads) {
+void AllreduceSync::place_gradients(const NamedTensors& params) {
+  if (params.empty() || options_.fp16_compression || in_place(params)) return;
+  // The same decision on every rank (reduce_buffer() is collective): the parameters' dtypes and
+  // devices were checked to agree.
+  for (const auto& named : params) {
+    const torch::Tensor& p = named.second;
+    if (p.scalar_type() != torch::kFloat || p.device() != comm_->device()) return;
+  }
+  int64_t total = 0;
+  for (const auto& named : params) total += named.second.numel();
+  flat_ = comm_->reduce_buffer(total + kControlSlots, torch::kFloat);
+  torch::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (const auto& [name, p] : params) {
+    // A tensor of its own over the buffer's memory (not an autograd view, which may not be
+    // detached in place), keeping the buffer alive.
+    torch::Tensor grad = torch::from_blob(
+        static_cast<float*>(flat_.data_ptr()) + offset, p.sizes(), [keep = flat_](void*) {},
+        flat_.options());
+    if (p.grad().defined()) grad.copy_(p.grad());
+    p.mutable_grad() = grad;
+    offset += p.numel();
+  }
+  placed_ = params;
+  buckets_.clear();
+}
+
+bool AllreduceSync::in_place(const NamedTensors& grads) const {
+  if (!flat_.defined() || grads.size() != placed_.size()) return false;
+  const auto* at = static_cast<const float*>(flat_.data_ptr());
+  for (const auto& named : grads) {
+    const torch::Tensor& g = named.second;
+    if (!g.defined() || g.scalar_type() != torch::kFloat || !g.is_contiguous() ||
+        g.data_ptr() != at) {
+      return false;
+    }
+    at += g.numel();
+  }
+  return true;
+}
+
+void AllreduceSync::plan_buckets(const NamedTensors& grads, bool in_place) {
   nlohmann::json layout = nlohmann::json::object();
   for (const auto& [name, g] : grads) layout[name] = describe_tensor(g);
+  // Part of the signature: ranks that differ here would run different collectives.
+  layout["(gradients in the fusion buffers)"] = in_place;
+  buckets_in_place_ = in_place;
   layout_ = layout.dump();
   planned_tensors_ = grads.size();
   layout_hash_ = fnv1a(layout_);
@@ -84,6 +139,7 @@ void AllreduceSync::plan_buckets(const NamedTensors& grads) {
     buckets_.back().members.push_back(i);
     bucket_bytes += bytes;
   }
+  int64_t start = 0;  // of the bucket in flat_, in place
   for (auto& b : buckets_) {
     int64_t numel = 0;
     for (size_t i : b.members) numel += grads[i].second.numel();
@@ -92,13 +148,17 @@ void AllreduceSync::plan_buckets(const NamedTensors& grads) {
                           : grads[b.members[0]].second.scalar_type();
     b.grad_numel = numel;
     const int64_t slots = &b == &buckets_.back() ? kControlSlots : 0;
-    b.buffer =
-        torch::empty({numel + slots}, torch::TensorOptions().dtype(type).device(comm_->device()));
+    b.buffer = in_place ? flat_.narrow(0, start, numel + slots)
+                        : torch::empty({numel + slots},
+                                       torch::TensorOptions().dtype(type).device(comm_->device()));
+    start += numel;
   }
   if (comm_->rank() == 0) {
     spdlog::info("gradient fusion: {} tensors in {} buffer(s) (threshold {} MiB{})", grads.size(),
                  buckets_.size(), options_.fusion_threshold_mb,
-                 options_.fp16_compression ? ", fp16 compression" : "");
+                 options_.fp16_compression ? ", fp16 compression"
+                 : in_place                ? ", gradients reduced in place"
+                                           : "");
   }
 }
 
@@ -155,7 +215,10 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
   ++step_;
   inject_fault(grads);
   if (grads.empty()) return Outcome::kApply;
-  if (buckets_.empty() || planned_tensors_ != grads.size()) plan_buckets(grads);
+  const bool direct = in_place(grads);
+  if (buckets_.empty() || planned_tensors_ != grads.size() || direct != buckets_in_place_) {
+    plan_buckets(grads, direct);
+  }
   const uint64_t signature = layout_hash_ ^ (static_cast<uint64_t>(step_) * 0x9E3779B97F4A7C15ull);
   const std::string mismatch = comm_->agree(
       signature,
@@ -178,19 +241,24 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
   const torch::Scalar scale = 1.0 / comm_->size();
   for (auto& b : buckets_) {
     int64_t offset = 0;
-    for (size_t i : b.members) {
-      const torch::Tensor& g = grads[i].second;
-      b.buffer.narrow(0, offset, g.numel()).copy_(g.reshape(-1));
-      offset += g.numel();
+    if (!direct) {
+      for (size_t i : b.members) {
+        const torch::Tensor& g = grads[i].second;
+        b.buffer.narrow(0, offset, g.numel()).copy_(g.reshape(-1));
+        offset += g.numel();
+      }
     }
     const bool last = &b == &buckets_.back();
     if (last) write_control(b);
-    comm_->allreduce(b.buffer, ReduceOp::kSum);
-    if (last) read_control(b);
-    // The sum is bitwise identical on every rank, so every rank takes the same decision.
+    // In place the buffer is the gradients: averaged by the communicator (the control slots'
+    // votes too, which keeps their order and sign). Packed: summed, averaged when unpacked.
+    // The result is bitwise identical on every rank, so every rank takes the same decision.
     // Keep reducing the other buckets even if this one is bad: the ranks' collectives must match.
-    if (!detail::all_finite(b.buffer)) finite = false;
-    if (!finite) continue;
+    const bool ok =
+        comm_->allreduce_all_finite(b.buffer, direct ? ReduceOp::kAverage : ReduceOp::kSum);
+    finite = finite && ok;
+    if (last) read_control(b);
+    if (!finite || direct) continue;
     offset = 0;
     for (size_t i : b.members) {
       torch::Tensor g = grads[i].second.view(-1);

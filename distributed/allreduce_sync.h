@@ -20,11 +20,16 @@ struct AllreduceSyncOptions {
 };
 
 /// Each synchronize(): a negotiation (signature of names, shapes, dtypes and step, with stall
-/// reporting), then the gradients packed into fusion buffers, summed across ranks, checked for
-/// NaN/Inf (all ranks then skip the step together) and averaged back into place.
+/// reporting), then the fusion buffers averaged across ranks and checked for NaN/Inf (all ranks
+/// then skip the step together). After place_gradients() the gradients are views into one flat
+/// buffer from the communicator's reduce_buffer() and the fusion buffers are parts of it, so
+/// nothing is copied; otherwise (fp16 compression, gradients moved elsewhere) they are packed
+/// into fusion buffers and unpacked afterwards.
 class AllreduceSync : public GradientSync {
  public:
   AllreduceSync(std::unique_ptr<Communicator> comm, AllreduceSyncOptions options);
+  /// Gives placed gradients memory of their own again (the communicator's buffer goes with it).
+  ~AllreduceSync() override;
 
   std::string name() const override { return "allreduce"; }
   int rank() const override { return comm_->rank(); }
@@ -34,6 +39,9 @@ class AllreduceSync : public GradientSync {
 
   void check_consistent(const nlohmann::json& shared_config) override;
   void broadcast_state(const NamedTensors& params, Optimizer& optimizer) override;
+  /// Float32 parameters on the communicator's device, without fp16 compression: their grads
+  /// become views into one reduce_buffer() (in parameter order, the control slots after them).
+  void place_gradients(const NamedTensors& params) override;
   Outcome synchronize(const NamedTensors& grads) override;
   /// Every rank's step control travels in the last fusion buffer (kControlSlots elements after
   /// the gradients), so all ranks take the same decision after the same step at no extra cost.
@@ -46,10 +54,12 @@ class AllreduceSync : public GradientSync {
  private:
   struct Bucket {
     std::vector<size_t> members;  // indices into the gradient list
-    torch::Tensor buffer;         // flat, on the communicator's device
+    torch::Tensor buffer;         // flat, on the communicator's device (a part of placed_ in place)
     int64_t grad_numel = 0;       // elements of gradients; the last bucket has control slots after
   };
-  void plan_buckets(const NamedTensors& grads);
+  /// True when `grads` are the placed gradients, in their order and memory.
+  bool in_place(const NamedTensors& grads) const;
+  void plan_buckets(const NamedTensors& grads, bool in_place);
   void inject_fault(const NamedTensors& grads);
   /// Writes this rank's control_ into the last bucket's control slots / reads the sums back.
   void write_control(Bucket& b) const;
@@ -60,7 +70,10 @@ class AllreduceSync : public GradientSync {
   std::unique_ptr<Communicator> comm_;
   AllreduceSyncOptions options_;
   std::vector<Bucket> buckets_;
-  std::string layout_;  // JSON description of names, shapes, dtypes
+  bool buckets_in_place_ = false;
+  torch::Tensor flat_;   // placed gradients, then kControlSlots; undefined until placed
+  NamedTensors placed_;  // the parameters whose grads are views into flat_
+  std::string layout_;   // JSON description of names, shapes, dtypes
   uint64_t layout_hash_ = 0;
   size_t planned_tensors_ = 0;
   int64_t step_ = 0;

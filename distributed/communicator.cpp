@@ -1,6 +1,17 @@
 #include "distributed/communicator.h"
 
+#include "distributed/detail.h"
+
 namespace dtrain::distributed {
+
+bool Communicator::allreduce_all_finite(torch::Tensor& tensor, ReduceOp op) {
+  allreduce(tensor, op);
+  return detail::all_finite(tensor);
+}
+
+torch::Tensor Communicator::reduce_buffer(int64_t numel, torch::ScalarType type) {
+  return torch::zeros({numel}, torch::TensorOptions().dtype(type).device(device()));
+}
 
 uint64_t fnv1a(const std::string& text) {
   uint64_t h = 1469598103934665603ull;

@@ -39,6 +39,9 @@ class Communicator {
 
   /// In place. kAverage divides by size() after summing (integers: truncating division).
   virtual void allreduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;
+  /// allreduce(), then whether every element of the result is finite: the same answer on every
+  /// rank. Backends that reduce through shared memory check their own part as they reduce it.
+  virtual bool allreduce_all_finite(torch::Tensor& tensor, ReduceOp op);
   /// In place: every rank ends with root's tensor (also uint8).
   virtual void broadcast(torch::Tensor& tensor, int root = 0) = 0;
   /// Returns [size(), *tensor.sizes()]: every rank's tensor, in rank order (also uint8).
@@ -47,6 +50,13 @@ class Communicator {
 
   /// Where this backend's collectives want their tensors (CPU for MPI, the local GPU for NCCL).
   virtual torch::Device device() const { return torch::kCPU; }
+
+  /// Memory for a tensor that allreduce() is called on again and again (the gradients, which then
+  /// live in it): `numel` zeros of `type` on device(). A backend may hand out memory it reduces
+  /// faster in place (the MPI backend with every rank on one host: this rank's slot of a
+  /// shared-memory window); allreduce() also takes any contiguous part of it. Collective: every
+  /// rank calls it at the same point with the same arguments.
+  virtual torch::Tensor reduce_buffer(int64_t numel, torch::ScalarType type);
 
   /// Negotiation before a collective: every rank presents `signature`. Returns "" when all agree,
   /// else the same message on every rank naming the ranks and the fields of `describe()` (a JSON

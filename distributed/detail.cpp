@@ -19,14 +19,18 @@ bool all_finite_bits(const void* data, int64_t n, Bits exponent_mask) {
 }  // namespace
 
 bool all_finite(const torch::Tensor& t) {
-  torch::Tensor c = t.device().is_cpu() ? t : t.cpu();
-  switch (c.scalar_type()) {
+  const torch::Tensor c = t.device().is_cpu() ? t.contiguous() : t.contiguous().cpu();
+  return all_finite(c.data_ptr(), c.numel(), c.scalar_type());
+}
+
+bool all_finite(const void* data, int64_t n, torch::ScalarType type) {
+  switch (type) {
     case torch::kFloat:
-      return all_finite_bits<uint32_t>(c.data_ptr(), c.numel(), 0x7f800000u);
+      return all_finite_bits<uint32_t>(data, n, 0x7f800000u);
     case torch::kHalf:
-      return all_finite_bits<uint16_t>(c.data_ptr(), c.numel(), 0x7c00u);
+      return all_finite_bits<uint16_t>(data, n, 0x7c00u);
     case torch::kDouble:
-      return all_finite_bits<uint64_t>(c.data_ptr(), c.numel(), 0x7ff0000000000000ull);
+      return all_finite_bits<uint64_t>(data, n, 0x7ff0000000000000ull);
     default:
       return true;  // integers are always finite
   }

@@ -89,6 +89,42 @@ TEST(Ring, AverageAndHalfPrecision) {
   EXPECT_TRUE(torch::equal(h, h2));
 }
 
+// Reduce buffers: with every rank on this host (how ctest runs it) they are shared memory and
+// reduced in place through it; the results must match MPI_Allreduce and be bitwise equal on every
+// rank, for the whole buffer and for parts of it, and leave the rest of the buffer alone.
+TEST_P(RingVsMpi, ReduceBuffersMatchMpiAllreduceInPlace) {
+  const auto type = GetParam();
+  const int n = comm().size();
+  for (int64_t count : {int64_t{1}, int64_t{n + 1}, int64_t{4099}, int64_t{1000003}}) {
+    SCOPED_TRACE("count " + std::to_string(count));
+    torch::Tensor buf = comm().reduce_buffer(count, type);
+    ASSERT_TRUE(torch::equal(buf, torch::zeros({count}, type))) << "a reduce buffer starts zeroed";
+    EXPECT_EQ(comm().in_shared_memory(buf), n > 1 && comm().local_size() == n);
+    const torch::Tensor input = random_input(count, type, 7);
+    for (bool part : {false, true}) {
+      SCOPED_TRACE(part ? "a part" : "the whole buffer");
+      buf.copy_(input);
+      // A part: what a fusion bucket is (an offset that is not a multiple of the element count).
+      const int64_t lo = part ? count / 3 : 0, hi = part ? count - count / 5 : count;
+      torch::Tensor view = buf.narrow(0, lo, hi - lo);
+      torch::Tensor ref = input.narrow(0, lo, hi - lo).clone();
+      comm().set_algorithm(AllreduceAlgorithm::kMpi);
+      comm().allreduce(ref, ReduceOp::kAverage);
+      comm().set_algorithm(AllreduceAlgorithm::kRing);
+      comm().allreduce(view, ReduceOp::kAverage);
+      if (type == torch::kInt || type == torch::kLong) {
+        EXPECT_TRUE(torch::equal(view, ref)) << "integers must match bit for bit";
+      } else {
+        EXPECT_TRUE(torch::allclose(view.to(torch::kDouble), ref.to(torch::kDouble), 1e-6, 0));
+      }
+      EXPECT_TRUE(torch::equal(buf.narrow(0, 0, lo), input.narrow(0, 0, lo)));
+      EXPECT_TRUE(torch::equal(buf.narrow(0, hi, count - hi), input.narrow(0, hi, count - hi)));
+      const torch::Tensor all = comm().allgather(view);
+      for (int r = 1; r < n; ++r) EXPECT_TRUE(torch::equal(all[r], all[0])) << "rank " << r;
+    }
+  }
+}
+
 TEST(Collectives, BroadcastAllgatherBarrier) {
   const int n = comm().size();
   for (int root = 0; root < n; ++root) {
@@ -139,6 +175,59 @@ TEST(Negotiation, AgreeingGradientsAreAveragedAndNaNSkipsEverywhere) {
   EXPECT_TRUE(torch::allclose(grads[1].second, torch::full({3}, 1.0f)));
   if (comm().rank() == n - 1) grads[1].second[2] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(sync.synchronize(grads), GradientSync::Outcome::kSkip) << "every rank must skip";
+}
+
+// place_gradients(): the gradients become views into one reduce buffer (shared memory when every
+// rank is on this host), keep their values, are averaged where they are, and get memory of their
+// own again when the sync goes.
+TEST(Negotiation, PlacedGradientsAreAveragedInPlace) {
+  const int n = comm().size();
+  const float rank = static_cast<float>(comm().rank());
+  torch::Tensor w = torch::zeros({4, 3}), b = torch::zeros({3});
+  w.mutable_grad() = torch::full({4, 3}, rank);
+  b.mutable_grad() = torch::full({3}, 1.0f);
+  const NamedTensors params = {{"w", w}, {"b", b}};
+  {
+    auto owned = std::make_unique<MpiCommunicator>();
+    MpiCommunicator& mine = *owned;
+    AllreduceSync sync(std::move(owned), {});
+    sync.place_gradients(params);
+    EXPECT_TRUE(torch::equal(w.grad(), torch::full({4, 3}, rank))) << "values are kept";
+    EXPECT_EQ(static_cast<float*>(w.grad().data_ptr()) + 12, b.grad().data_ptr()) << "one buffer";
+    EXPECT_EQ(mine.in_shared_memory(w.grad()), n > 1 && mine.local_size() == n);
+    const void* before = w.grad().data_ptr();
+    for (int step = 0; step < 3; ++step) {
+      w.grad().fill_(rank + static_cast<float>(step));
+      NamedTensors grads = {{"w", w.grad()}, {"b", b.grad()}};
+      ASSERT_EQ(sync.synchronize(grads), GradientSync::Outcome::kApply);
+      EXPECT_TRUE(torch::allclose(w.grad(), torch::full({4, 3}, (n - 1) / 2.0f + step)));
+      EXPECT_TRUE(torch::allclose(b.grad(), torch::full({3}, 1.0f)));
+      EXPECT_EQ(w.grad().data_ptr(), before) << "averaged where they are";
+    }
+    if (comm().rank() == n - 1) b.grad()[1] = std::numeric_limits<float>::quiet_NaN();
+    NamedTensors grads = {{"w", w.grad()}, {"b", b.grad()}};
+    EXPECT_EQ(sync.synchronize(grads), GradientSync::Outcome::kSkip) << "every rank must skip";
+    b.grad().fill_(2.0f);
+  }
+  EXPECT_TRUE(torch::equal(b.grad(), torch::full({3}, 2.0f))) << "values outlive the sync";
+  b.grad().add_(1);  // its own memory now
+}
+
+TEST(Negotiation, RanksThatDisagreeOnPlacedGradientsAreNamed) {
+  if (comm().size() == 1) GTEST_SKIP() << "needs two ranks";
+  torch::Tensor w = torch::zeros({2, 2});
+  w.mutable_grad() = torch::ones({2, 2});
+  AllreduceSync sync(std::make_unique<MpiCommunicator>(), {});
+  sync.place_gradients({{"w", w}});
+  // Rank 1 hands in a copy: it would pack where the others reduce in place.
+  NamedTensors grads = {{"w", comm().rank() == 1 ? w.grad().clone() : w.grad()}};
+  try {
+    sync.synchronize(grads);
+    FAIL() << "expected CommError";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("gradients in the fusion buffers"), std::string::npos) << what;
+  }
 }
 
 }  // namespace

@@ -10,9 +10,12 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <thread>
 
 #include "core/errors.h"
+#include "core/thread_team.h"
 #include "distributed/backend/mpi/mpi_check.h"
 #include "distributed/detail.h"
 
@@ -120,6 +123,83 @@ void add_into(void* dst, const void* src, int64_t n, torch::ScalarType type) {
       d.add_(torch::from_blob(const_cast<void*>(src), {n}, type));
     }
   }
+}
+
+// Elements [lo, hi) of the range at byte `offset` of every slot: summed across the slots in slot
+// order (averaged: divided by their number, integers truncating) into slot `mine`. In chunks that
+// stay in L1, checked for NaN/Inf there. Returns whether every result is finite.
+template <typename T>
+bool reduce_slots(const std::vector<char*>& slots, size_t mine, size_t offset, int64_t lo,
+                  int64_t hi, bool average) {
+  constexpr int64_t kChunk = 2048;
+  alignas(64) T acc[kChunk];
+  const auto n = static_cast<int64_t>(slots.size());
+  const torch::ScalarType type = c10::CppTypeToScalarType<T>::value;
+  auto at = [&](size_t k, int64_t i) { return reinterpret_cast<T*>(slots[k] + offset) + i; };
+  bool finite = true;
+  for (int64_t c = lo; c < hi; c += kChunk) {
+    const int64_t m = std::min(kChunk, hi - c);
+    std::memcpy(acc, at(0, c), static_cast<size_t>(m) * sizeof(T));
+    for (size_t k = 1; k < slots.size(); ++k) {
+      const T* __restrict src = at(k, c);
+      for (int64_t i = 0; i < m; ++i) acc[i] += src[i];
+    }
+    if (average) {
+      for (int64_t i = 0; i < m; ++i) acc[i] /= static_cast<T>(n);
+    }
+    finite = detail::all_finite(acc, m, type) && finite;
+    std::memcpy(at(mine, c), acc, static_cast<size_t>(m) * sizeof(T));
+  }
+  return finite;
+}
+
+// A window of `bytes` (rounded up to whole pages) per rank of `comm`, every rank's slot mapped
+// here, locked for the window's lifetime (MPI_Win_lock_all). Throws CommError if the ranks asked
+// for different sizes.
+MPI_Win allocate_shared(MPI_Comm comm, size_t bytes, std::vector<char*>& slots) {
+  const size_t padded = (bytes + 4095) / 4096 * 4096;  // own pages: no false sharing
+  MPI_Info info;
+  MPI_CHECK(MPI_Info_create(&info));
+  MPI_CHECK(MPI_Info_set(info, "alloc_shared_noncontig", "true"));
+  char* mine = nullptr;
+  MPI_Win win = MPI_WIN_NULL;
+  const int rc = MPI_Win_allocate_shared(static_cast<MPI_Aint>(padded), 1, info, comm, &mine, &win);
+  MPI_Info_free(&info);
+  MPI_CHECK(rc);
+  int size = 0, rank = 0;
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  std::string mismatch;
+  slots.clear();
+  for (int k = 0; k < size; ++k) {
+    MPI_Aint got = 0;
+    int disp = 0;
+    void* base = nullptr;
+    MPI_CHECK(MPI_Win_shared_query(win, k, &got, &disp, &base));
+    if (static_cast<size_t>(got) != padded && mismatch.empty()) {
+      mismatch = "shared-memory buffer: rank " + std::to_string(k) + " asked for " +
+                 std::to_string(got) + " bytes where rank " + std::to_string(rank) + " asked for " +
+                 std::to_string(padded) + " (every rank must ask the same)";
+    }
+    slots.push_back(static_cast<char*>(base));
+  }
+  if (!mismatch.empty()) {
+    MPI_Win_free(&win);
+    throw CommError(mismatch);
+  }
+  MPI_CHECK(MPI_Win_lock_all(MPI_MODE_NOCHECK, win));
+  std::memset(mine, 0, padded);
+  return win;
+}
+
+void free_shared(MPI_Win& win) {
+  MPI_Win_unlock_all(win);
+  MPI_Win_free(&win);
+}
+
+bool shareable_type(torch::ScalarType type) {
+  return type == torch::kFloat || type == torch::kDouble || type == torch::kInt ||
+         type == torch::kLong;
 }
 
 std::string rank_list(const std::vector<int>& ranks) {
@@ -246,13 +326,30 @@ MpiCommunicator::MpiCommunicator(AllreduceAlgorithm algorithm, StallOptions stal
       MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
   MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
   MPI_CHECK(MPI_Comm_size(local, &local_size_));
-  MPI_CHECK(MPI_Comm_free(&local));
+  if (local_size_ == size_ && size_ > 1) {
+    // Every rank on this host: negotiation and reduce buffers go through shared memory.
+    window_comm_ = local;
+    MPI_CHECK(MPI_Comm_set_errhandler(window_comm_, MPI_ERRORS_RETURN));
+    std::vector<char*> pages;
+    control_win_ = allocate_shared(window_comm_, sizeof(RankControl), pages);
+    for (char* page : pages) control_.push_back(reinterpret_cast<RankControl*>(page));
+    MPI_CHECK(MPI_Barrier(window_comm_));  // every page is zeroed before anyone reads one
+  } else {
+    MPI_CHECK(MPI_Comm_free(&local));
+  }
 }
 
 MpiCommunicator::~MpiCommunicator() {
   int fin = 0;
   MPI_Finalized(&fin);
   if (fin) return;
+  // Freeing a window is collective: during unwinding (this rank failed alone) it could wait for
+  // ranks that never come, so the windows are left to the job's end (the caller aborts the job).
+  if (std::uncaught_exceptions() == 0) {
+    for (auto& w : windows_) free_shared(w.win);
+    if (control_win_ != MPI_WIN_NULL) free_shared(control_win_);
+    if (window_comm_ != MPI_COMM_NULL) MPI_Comm_free(&window_comm_);
+  }
   if (ring_comm_ != MPI_COMM_NULL) MPI_Comm_free(&ring_comm_);
   if (coord_comm_ != MPI_COMM_NULL) MPI_Comm_free(&coord_comm_);
 }
@@ -261,6 +358,10 @@ void MpiCommunicator::allreduce(torch::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, "allreduce");
   if (size_ > 1 && tensor.numel() > 0) {
     if (algorithm_ == AllreduceAlgorithm::kRing) {
+      if (const SharedWindow* window = window_of(tensor)) {
+        shared_allreduce(*window, tensor, op);  // averages too
+        return;
+      }
       ring_allreduce(tensor);
     } else {
       mpi_allreduce(tensor);
@@ -361,6 +462,115 @@ void MpiCommunicator::ring_allreduce(torch::Tensor& tensor) {
   }
 }
 
+bool MpiCommunicator::allreduce_all_finite(torch::Tensor& tensor, ReduceOp op) {
+  check_tensor(tensor, "allreduce");
+  if (size_ > 1 && tensor.numel() > 0 && algorithm_ == AllreduceAlgorithm::kRing) {
+    if (const SharedWindow* window = window_of(tensor))
+      return shared_allreduce(*window, tensor, op);
+  }
+  allreduce(tensor, op);
+  return detail::all_finite(tensor);
+}
+
+torch::Tensor MpiCommunicator::reduce_buffer(int64_t numel, torch::ScalarType type) {
+  // The same decision on every rank: the host layout and algorithm are the job's, the arguments
+  // the same by contract.
+  if (window_comm_ == MPI_COMM_NULL || algorithm_ != AllreduceAlgorithm::kRing || numel <= 0 ||
+      !shareable_type(type)) {
+    return Communicator::reduce_buffer(numel, type);
+  }
+  SharedWindow w;
+  w.type = type;
+  w.bytes = static_cast<size_t>(numel) * c10::elementSize(type);
+  w.win = allocate_shared(window_comm_, w.bytes, w.slots);
+  windows_.push_back(w);
+  return torch::from_blob(w.slots[static_cast<size_t>(local_rank_)], {numel},
+                          torch::TensorOptions().dtype(type));
+}
+
+const MpiCommunicator::SharedWindow* MpiCommunicator::window_of(const torch::Tensor& tensor) const {
+  const char* begin = static_cast<const char*>(tensor.data_ptr());
+  const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+  for (const auto& w : windows_) {
+    const char* slot = w.slots[static_cast<size_t>(local_rank_)];
+    if (tensor.scalar_type() == w.type && begin >= slot && begin + bytes <= slot + w.bytes) {
+      return &w;
+    }
+  }
+  return nullptr;
+}
+
+void MpiCommunicator::shared_barrier(const std::string& what, double grace) {
+  const uint64_t target = ++barriers_;
+  __atomic_store_n(&control_[static_cast<size_t>(local_rank_)]->barriers, target, __ATOMIC_RELEASE);
+  auto arrived = [&](const RankControl* c) {
+    return __atomic_load_n(&c->barriers, __ATOMIC_ACQUIRE) >= target;
+  };
+  poll_with_stall_check(
+      [&] {
+        for (const RankControl* c : control_) {
+          if (!arrived(c)) {
+            std::this_thread::yield();  // more ranks than cores: let the others run
+            return false;
+          }
+        }
+        return true;
+      },
+      [&] {
+        std::vector<int> missing;
+        for (size_t k = 0; k < control_.size(); ++k)
+          if (!arrived(control_[k])) missing.push_back(static_cast<int>(k));
+        return missing;
+      },
+      stall_, what, rank_, grace);
+}
+
+// Block k of the range belongs to rank k: it sums the block into its own slot; after a barrier
+// every rank copies the other blocks from their owners' slots. Each rank reads every other slot's
+// data once and writes only its own slot (writing the sums into the others' slots too cost a
+// third more cross-core cache traffic, measured: 150 vs 120 us a step for 1 MiB on 2 ranks).
+bool MpiCommunicator::shared_allreduce(const SharedWindow& window, torch::Tensor& tensor,
+                                       ReduceOp op) {
+  const auto me = static_cast<size_t>(local_rank_);
+  const auto offset =
+      static_cast<size_t>(static_cast<const char*>(tensor.data_ptr()) - window.slots[me]);
+  const size_t elem = tensor.element_size();
+  const bool average = op == ReduceOp::kAverage;
+  const double grace = rank_ == 0 ? 0.0 : 1.0;
+  shared_barrier("shared-memory allreduce (waiting for every rank's values)", grace);
+  const auto [lo, hi] = block_of(tensor.numel(), local_rank_, size_);
+  bool finite = true;
+  switch (window.type) {
+    case torch::kFloat:
+      finite = reduce_slots<float>(window.slots, me, offset, lo, hi, average);
+      break;
+    case torch::kDouble:
+      finite = reduce_slots<double>(window.slots, me, offset, lo, hi, average);
+      break;
+    case torch::kInt:
+      reduce_slots<int32_t>(window.slots, me, offset, lo, hi, average);
+      break;
+    default:
+      reduce_slots<int64_t>(window.slots, me, offset, lo, hi, average);
+      break;
+  }
+  control_[me]->nonfinite = finite ? 0 : 1;
+  shared_barrier("shared-memory allreduce (waiting for every rank's sums)", grace);
+  for (int k = 0; k < size_; ++k) {
+    const RankControl* c = control_[static_cast<size_t>(k)];
+    finite = finite && c->nonfinite == 0;
+    if (k == local_rank_) continue;
+    const auto [klo, khi] = block_of(tensor.numel(), k, size_);
+    const size_t at = offset + static_cast<size_t>(klo) * elem;
+    std::memcpy(window.slots[me] + at, window.slots[static_cast<size_t>(k)] + at,
+                static_cast<size_t>(khi - klo) * elem);
+  }
+  // A third barrier: no rank may change its slot (the next step's gradients) before the others
+  // have copied their blocks out of it.
+  shared_barrier("shared-memory allreduce (waiting for every rank's copies)", grace);
+  return finite;
+}
+
 void MpiCommunicator::broadcast(torch::Tensor& tensor, int root) {
   check_tensor(tensor, "broadcast", true);
   if (root < 0 || root >= size_)
@@ -403,6 +613,17 @@ void MpiCommunicator::barrier() {
 std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::string()>& describe,
                                    const std::string& what) {
   if (size_ == 1) return "";
+  if (!control_.empty()) {
+    // Each rank's signature in its own page, then a shared barrier: every rank sees every
+    // signature and reaches the same verdict. By the barrier's parity, so a rank already in the
+    // next agree() does not overwrite what a slower one is still reading.
+    const size_t parity = (barriers_ + 1) % 2;
+    control_[static_cast<size_t>(local_rank_)]->signature[parity] = signature;
+    shared_barrier(what, rank_ == 0 ? 0.0 : 1.0);
+    bool differ = false;
+    for (const RankControl* c : control_) differ = differ || c->signature[parity] != signature;
+    return differ ? gather_mismatch(describe(), what) : "";
+  }
   uint64_t verdict = 0;
   if (rank_ == 0) {
     std::vector<uint64_t> sigs(static_cast<size_t>(size_), 0);

@@ -1,5 +1,6 @@
 // The MPI backend: rank and size from MPI, our ring allreduce or MPI_Allreduce, and the
-// coordinator that checks collectives' signatures and reports stalls.
+// coordinator that checks collectives' signatures and reports stalls. With every rank on one
+// host, reduce buffers live in a shared-memory window and are reduced in place through it.
 #pragma once
 
 #include <mpi.h>
@@ -37,33 +38,73 @@ class MpiCommunicator : public Communicator {
   int local_size() const override { return local_size_; }
 
   void allreduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::kSum) override;
+  bool allreduce_all_finite(torch::Tensor& tensor, ReduceOp op) override;
   void broadcast(torch::Tensor& tensor, int root = 0) override;
   torch::Tensor allgather(const torch::Tensor& tensor) override;
   void barrier() override;
+  /// With the ring algorithm and every rank on this host: this rank's slot of a shared-memory
+  /// window (MPI_Win_allocate_shared over the ranks). allreduce() of (a part of) it then waits
+  /// for every rank to arrive, sums block k of the range across all slots in rank order on
+  /// rank k into its slot (checking it for NaN/Inf on the way), waits, copies the other blocks
+  /// from their owners' slots, and waits again: no messages, and every rank ends bitwise equal.
+  /// Otherwise (several hosts, kMpi, one rank, float16) a plain tensor. Freed with the
+  /// communicator (collectively; not when it is destroyed by an exception).
+  torch::Tensor reduce_buffer(int64_t numel, torch::ScalarType type) override;
+  /// True when allreduce() of `tensor` goes through shared memory (it lies in a reduce buffer's
+  /// window and the algorithm is the ring).
+  bool in_shared_memory(const torch::Tensor& tensor) const {
+    return algorithm_ == AllreduceAlgorithm::kRing && window_of(tensor) != nullptr;
+  }
 
   AllreduceAlgorithm algorithm() const { return algorithm_; }
   void set_algorithm(AllreduceAlgorithm algorithm) { algorithm_ = algorithm; }
   /// Segment size of the ring's pipelined transfers.
   void set_segment_bytes(size_t bytes) { segment_bytes_ = bytes; }
 
-  /// Negotiation before a collective (rank 0 coordinates, as Horovod's controller does): every
-  /// rank presents `signature`; returns when all have arrived. While some have not arrived after
+  /// Negotiation before a collective (rank 0 coordinates, as Horovod's controller does; with
+  /// every rank on one host, through shared memory instead of messages): every rank presents
+  /// `signature`; returns when all have arrived. While some have not arrived after
   /// warning_seconds, rank 0 logs which ones (every warning_seconds); after abort_seconds it
-  /// throws CommError naming them. If the signatures differ, every rank returns the same
-  /// non-empty message naming the ranks and the fields that differ, built from each rank's
-  /// `describe()` (a JSON object). `what` names the collective in messages.
+  /// throws CommError naming them (the other ranks a second later). If the signatures differ, every
+  /// rank returns the same non-empty message naming the ranks and the fields that differ, built
+  /// from each rank's `describe()` (a JSON object). `what` names the collective in messages.
   std::string agree(uint64_t signature, const std::function<std::string()>& describe,
                     const std::string& what) override;
 
  private:
+  struct SharedWindow {
+    MPI_Win win = MPI_WIN_NULL;
+    std::vector<char*> slots;  // every rank's slot, mapped into this process
+    size_t bytes = 0;          // of each slot
+    torch::ScalarType type = torch::kFloat;
+  };
   void ring_allreduce(torch::Tensor& tensor);
   void mpi_allreduce(torch::Tensor& tensor);
+  /// The window whose slot (of this rank) holds `tensor`, or null.
+  const SharedWindow* window_of(const torch::Tensor& tensor) const;
+  /// Returns whether every element of the result is finite (the same answer on every rank).
+  bool shared_allreduce(const SharedWindow& window, torch::Tensor& tensor, ReduceOp op);
+  /// Waits until every rank has entered as many shared barriers, with the stall check naming the
+  /// ranks that have not (`grace`: see poll_with_stall_check). What any rank wrote to shared
+  /// memory before entering is visible to every rank after it.
+  void shared_barrier(const std::string& what, double grace);
   std::string gather_mismatch(const std::string& mine, const std::string& what);
 
   AllreduceAlgorithm algorithm_;
   StallOptions stall_;
-  MPI_Comm ring_comm_ = MPI_COMM_NULL;   // ring traffic
-  MPI_Comm coord_comm_ = MPI_COMM_NULL;  // negotiation traffic
+  MPI_Comm ring_comm_ = MPI_COMM_NULL;    // ring traffic
+  MPI_Comm coord_comm_ = MPI_COMM_NULL;   // negotiation traffic
+  MPI_Comm window_comm_ = MPI_COMM_NULL;  // the shared windows' (only when all ranks share a host)
+  std::vector<SharedWindow> windows_;
+  /// Each rank's page of a shared window (with window_comm_), written only by that rank.
+  struct RankControl {
+    uint64_t barriers;      // shared barriers entered
+    uint64_t signature[2];  // agree()'s, by the parity of its barrier
+    uint64_t nonfinite;     // shared_allreduce(): non-finite results in this rank's block
+  };
+  MPI_Win control_win_ = MPI_WIN_NULL;
+  std::vector<RankControl*> control_;  // every rank's; empty without window_comm_
+  uint64_t barriers_ = 0;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   size_t segment_bytes_ = size_t{1} << 20;
   std::vector<char> scratch_;  // receive buffer of the ring's reduce-scatter

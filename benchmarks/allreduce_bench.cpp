@@ -6,7 +6,9 @@
 // both, each repeat the mean of --iters calls (the slowest rank's); the table shows the median
 // repeat. Columns: size (bytes), count (elements), type, then for each algorithm time_us, algbw
 // and busbw (GB/s; busbw = algbw * 2(N-1)/N) and the error against the closed-form expectation;
-// then the ring/MPI busbw ratio. Exit status 1 if any result is wrong.
+// then the ring/MPI busbw ratio. With every rank on one host, a third column times what training
+// uses there: the communicator's reduce buffer (shared memory, reduced in place), with its own
+// ratio to MPI. Exit status 1 if any result is wrong.
 #include <mpi.h>
 #include <torch/types.h>
 
@@ -149,14 +151,17 @@ int main(int argc, char** argv) {
   const int n = comm.size();
   const bool root = comm.rank() == 0;
   const size_t elem = c10::elementSize(type);
+  const bool shared = n > 1 && comm.local_size() == n && type != torch::kHalf;
   if (root) {
     std::printf(
         "# allreduce_bench: %d ranks, dtype %s, median of %d repeats of %d iterations after %d "
         "warm-up\n",
         n, dtype.c_str(), repeats, iters, warmup);
-    std::printf("# %10s %10s %6s | %10s %8s %8s %8s | %10s %8s %8s %8s | %6s\n", "size", "count",
+    std::printf("# %10s %10s %6s | %10s %8s %8s %8s | %10s %8s %8s %8s | %6s", "size", "count",
                 "type", "ring_us", "algbw", "busbw", "error", "mpi_us", "algbw", "busbw", "error",
                 "ratio");
+    if (shared) std::printf(" | %10s %8s %8s | %6s", "shm_us", "busbw", "error", "ratio");
+    std::printf("\n");
   }
   nlohmann::json rows = nlohmann::json::array();
   bool wrong = false;
@@ -171,10 +176,21 @@ int main(int argc, char** argv) {
       comm.set_algorithm(algo);
       for (int i = 0; i < warmup; ++i) comm.allreduce(buf);
     }
-    std::vector<double> ring_s, mpi_s;
+    torch::Tensor shm_buf;
+    if (shared) {
+      comm.set_algorithm(AllreduceAlgorithm::kRing);  // reduce buffers are shared for the ring
+      shm_buf = comm.reduce_buffer(count, type);
+      if (!comm.in_shared_memory(shm_buf)) {
+        std::fprintf(stderr, "allreduce_bench: the reduce buffer is not in shared memory\n");
+        return 1;
+      }
+      for (int i = 0; i < warmup; ++i) comm.allreduce(shm_buf);
+    }
+    std::vector<double> ring_s, mpi_s, shm_s;
     for (int rep = 0; rep < repeats; ++rep) {
       comm.set_algorithm(AllreduceAlgorithm::kRing);
       ring_s.push_back(time_calls(comm, buf, it));
+      if (shared) shm_s.push_back(time_calls(comm, shm_buf, it));
       comm.set_algorithm(AllreduceAlgorithm::kMpi);
       mpi_s.push_back(time_calls(comm, buf, it));
     }
@@ -182,8 +198,11 @@ int main(int argc, char** argv) {
     Result ring = verify(comm, buf, ring_s);
     comm.set_algorithm(AllreduceAlgorithm::kMpi);
     Result mpi = verify(comm, buf, mpi_s);
+    comm.set_algorithm(AllreduceAlgorithm::kRing);
+    Result shm = shared ? verify(comm, shm_buf, shm_s) : Result{};
     const double tolerance = type == torch::kHalf ? 0.5 : 1e-6;
-    wrong |= ring.error > tolerance || mpi.error > tolerance;
+    wrong |= ring.error > tolerance || mpi.error > tolerance || shm.error > tolerance;
+    const double shm_ratio = mpi.busbw > 0 ? shm.busbw / mpi.busbw : 0;
     const double ratio = mpi.busbw > 0 ? ring.busbw / mpi.busbw : 0;
     if (bytes >= (size_t{64} << 10)) {
       ratio_log_sum += std::log(ratio), ++ratio_rows;
@@ -191,9 +210,13 @@ int main(int argc, char** argv) {
     }
     if (root) {
       std::printf(
-          "  %10zu %10lld %6s | %10.1f %8.3f %8.3f %8.1e | %10.1f %8.3f %8.3f %8.1e | %5.2fx\n",
+          "  %10zu %10lld %6s | %10.1f %8.3f %8.3f %8.1e | %10.1f %8.3f %8.3f %8.1e | %5.2fx",
           bytes, static_cast<long long>(count), dtype.c_str(), ring.time_us, ring.algbw, ring.busbw,
           ring.error, mpi.time_us, mpi.algbw, mpi.busbw, mpi.error, ratio);
+      if (shared) {
+        std::printf(" | %10.1f %8.3f %8.1e | %5.2fx", shm.time_us, shm.busbw, shm.error, shm_ratio);
+      }
+      std::printf("\n");
       rows.push_back({{"bytes", bytes},
                       {"count", count},
                       {"type", dtype},
@@ -210,6 +233,11 @@ int main(int argc, char** argv) {
                         {"busbw", mpi.busbw},
                         {"error", mpi.error}}},
                       {"ratio", ratio}});
+      if (shared) {
+        rows.back()["shared_memory"] = {{"time_us", shm.time_us}, {"repeats_us", shm.repeats_us},
+                                        {"algbw", shm.algbw},     {"busbw", shm.busbw},
+                                        {"error", shm.error},     {"ratio_to_mpi", shm_ratio}};
+      }
     }
   }
   if (root) {

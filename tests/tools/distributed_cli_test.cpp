@@ -95,6 +95,33 @@ TEST_F(DistributedCli, MpiAllreduceAndFp16AndAccumulationAgree) {
       << "max abs diff " << (wk - wr).abs().max().item<double>();
 }
 
+// On one host the gradients are reduced through a shared-memory window (a file in Open MPI's
+// backing directory, a tmpfs). Where that has too little room (Docker's /dev/shm is 64 MiB), the
+// ranks agree to reduce through messages instead, with a warning: the same training, no SIGBUS.
+TEST_F(DistributedCli, TooLittleSharedMemoryFallsBackToMessagesWithAWarning) {
+  TempDir ref, out, small;
+  struct Mount {
+    std::string dir;
+    bool mounted = false;
+    ~Mount() {
+      if (mounted) std::system(("umount " + dir).c_str());
+    }
+  } mount{small.path().string()};
+  mount.mounted =
+      std::system(("mount -t tmpfs -o size=1M tmpfs " + mount.dir + " 2>/dev/null").c_str()) == 0;
+  if (!mount.mounted) GTEST_SKIP() << "cannot mount a small tmpfs here (needs root)";
+  const std::string train = "train --distributed ring --epochs 2 --batch-size 25";
+  CommandResult a = mpirun(2, train + common(ref.path()));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_EQ(a.output.find("reducing through messages"), std::string::npos) << a.output;
+  CommandResult b = mpirun(2, train + common(out.path()), 300,
+                           "-x OMPI_MCA_osc_sm_backing_directory=" + mount.dir);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("has 1 MiB free"), std::string::npos) << b.output;
+  EXPECT_NE(b.output.find("reducing through messages instead"), std::string::npos) << b.output;
+  EXPECT_TRUE(torch::allclose(weights(ref / "model"), weights(out / "model"), 1e-4, 1e-5));
+}
+
 TEST_F(DistributedCli, WithoutLauncherRunsAsOneRankAndSaysSo) {
   TempDir out;
   CommandResult r = single("train --distributed ring --epochs 1" + common(out.path()));

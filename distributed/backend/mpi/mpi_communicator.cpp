@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -192,6 +194,25 @@ MPI_Win allocate_shared(MPI_Comm comm, size_t bytes, std::vector<char*>& slots) 
   return win;
 }
 
+// Where Open MPI's shared windows live (a tmpfs).
+std::string shared_memory_directory() {
+  const char* dir = std::getenv("OMPI_MCA_osc_sm_backing_directory");
+  return dir != nullptr && *dir != '\0' ? dir : "/dev/shm";
+}
+
+double free_bytes_in(const std::string& dir) {
+  struct statvfs fs {};
+  if (::statvfs(dir.c_str(), &fs) != 0) return 0;
+  return static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+}
+
+// True on every rank of `comm` if `mine` is true on all (so they all decide alike).
+bool all_true(bool mine, MPI_Comm comm) {
+  int all = mine ? 1 : 0;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN, comm));
+  return all != 0;
+}
+
 void free_shared(MPI_Win& win) {
   MPI_Win_unlock_all(win);
   MPI_Win_free(&win);
@@ -330,10 +351,15 @@ MpiCommunicator::MpiCommunicator(AllreduceAlgorithm algorithm, StallOptions stal
     // Every rank on this host: negotiation and reduce buffers go through shared memory.
     window_comm_ = local;
     MPI_CHECK(MPI_Comm_set_errhandler(window_comm_, MPI_ERRORS_RETURN));
-    std::vector<char*> pages;
-    control_win_ = allocate_shared(window_comm_, sizeof(RankControl), pages);
-    for (char* page : pages) control_.push_back(reinterpret_cast<RankControl*>(page));
-    MPI_CHECK(MPI_Barrier(window_comm_));  // every page is zeroed before anyone reads one
+    // A page each; without the room (checked, as a full tmpfs answers with SIGBUS), negotiation
+    // goes through messages.
+    if (all_true(free_bytes_in(shared_memory_directory()) >= 4096.0 * size_ + (1 << 20),
+                 window_comm_)) {
+      std::vector<char*> pages;
+      control_win_ = allocate_shared(window_comm_, sizeof(RankControl), pages);
+      for (char* page : pages) control_.push_back(reinterpret_cast<RankControl*>(page));
+      MPI_CHECK(MPI_Barrier(window_comm_));  // every page is zeroed before anyone reads one
+    }
   } else {
     MPI_CHECK(MPI_Comm_free(&local));
   }
@@ -482,6 +508,22 @@ torch::Tensor MpiCommunicator::reduce_buffer(int64_t numel, torch::ScalarType ty
   SharedWindow w;
   w.type = type;
   w.bytes = static_cast<size_t>(numel) * c10::elementSize(type);
+  // The window is a file in Open MPI's backing directory (tmpfs); touching a page past its free
+  // space is SIGBUS, not an error code (Docker gives /dev/shm 64 MiB by default). So check first,
+  // and decide together.
+  const std::string backing = shared_memory_directory();
+  const double need = static_cast<double>(w.bytes + 4096) * size_ + (16 << 20);
+  const double free_bytes = free_bytes_in(backing);
+  if (!all_true(free_bytes >= need, window_comm_)) {
+    if (rank_ == 0) {
+      spdlog::warn(
+          "shared memory: {} has {:.0f} MiB free where {} ranks' reduce buffers need {:.0f} MiB; "
+          "reducing through messages instead (slower; give the host or container more shared "
+          "memory, e.g. docker run --shm-size)",
+          backing, free_bytes / (1 << 20), size_, need / (1 << 20));
+    }
+    return Communicator::reduce_buffer(numel, type);
+  }
   w.win = allocate_shared(window_comm_, w.bytes, w.slots);
   windows_.push_back(w);
   return torch::from_blob(w.slots[static_cast<size_t>(local_rank_)], {numel},

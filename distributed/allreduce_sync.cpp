@@ -72,7 +72,10 @@ void AllreduceSync::broadcast_state(const NamedTensors& params, Optimizer& optim
 }
 
 void AllreduceSync::place_gradients(const NamedTensors& params) {
-  if (params.empty() || options_.fp16_compression || in_place(params)) return;
+  if (params.empty() || options_.fp16_compression) return;
+  NamedTensors grads;
+  for (const auto& [name, p] : params) grads.emplace_back(name, p.grad());
+  if (in_place(grads)) return;  // placed by an earlier fit()
   // The same decision on every rank (reduce_buffer() is collective): the parameters' dtypes and
   // devices were checked to agree.
   for (const auto& named : params) {

@@ -196,6 +196,8 @@ TEST(Negotiation, PlacedGradientsAreAveragedInPlace) {
     EXPECT_EQ(static_cast<float*>(w.grad().data_ptr()) + 12, b.grad().data_ptr()) << "one buffer";
     EXPECT_EQ(mine.in_shared_memory(w.grad()), n > 1 && mine.local_size() == n);
     const void* before = w.grad().data_ptr();
+    sync.place_gradients(params);  // a second fit() keeps them where they are
+    EXPECT_EQ(w.grad().data_ptr(), before);
     for (int step = 0; step < 3; ++step) {
       w.grad().fill_(rank + static_cast<float>(step));
       NamedTensors grads = {{"w", w.grad()}, {"b", b.grad()}};

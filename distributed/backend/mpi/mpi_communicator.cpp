@@ -501,7 +501,7 @@ bool MpiCommunicator::allreduce_all_finite(torch::Tensor& tensor, ReduceOp op) {
 torch::Tensor MpiCommunicator::reduce_buffer(int64_t numel, torch::ScalarType type) {
   // The same decision on every rank: the host layout and algorithm are the job's, the arguments
   // the same by contract.
-  if (window_comm_ == MPI_COMM_NULL || algorithm_ != AllreduceAlgorithm::kRing || numel <= 0 ||
+  if (control_.empty() || algorithm_ != AllreduceAlgorithm::kRing || numel <= 0 ||
       !shareable_type(type)) {
     return Communicator::reduce_buffer(numel, type);
   }

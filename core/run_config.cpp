@@ -160,7 +160,9 @@ std::vector<ConfigOption> make_table() {
              "none; ring (data parallel under mpirun: Horovod-style allreduce); ps (parameter "
              "servers and workers from TF_CONFIG)")
           .choices({"none", "ring", "ps"}),
-      option("allreduce", &C::allreduce, "ring (ours) or mpi (the MPI library's MPI_Allreduce)")
+      option("allreduce", &C::allreduce,
+             "ring (ours: through shared memory when every rank is on one host, else a message "
+             "ring) or mpi (the MPI library's MPI_Allreduce)")
           .choices({"ring", "mpi"}),
       option("fusion-threshold-mb", &C::fusion_threshold_mb,
              "gradient fusion buffer size in MiB (0: one buffer per tensor)")

@@ -501,7 +501,7 @@ bool MpiCommunicator::allreduce_all_finite(torch::Tensor& tensor, ReduceOp op) {
 torch::Tensor MpiCommunicator::reduce_buffer(int64_t numel, torch::ScalarType type) {
   // The same decision on every rank: the host layout and algorithm are the job's, the arguments
   // the same by contract.
-  if (control_.empty() || algorithm_ != AllreduceAlgorithm::kRing || numel <= 0 ||
+  if (window_comm_ == MPI_COMM_NULL || algorithm_ != AllreduceAlgorithm::kRing || numel <= 0 ||
       !shareable_type(type)) {
     return Communicator::reduce_buffer(numel, type);
   }
@@ -514,7 +514,8 @@ torch::Tensor MpiCommunicator::reduce_buffer(int64_t numel, torch::ScalarType ty
   const std::string backing = shared_memory_directory();
   const double need = static_cast<double>(w.bytes + 4096) * size_ + (16 << 20);
   const double free_bytes = free_bytes_in(backing);
-  if (!all_true(free_bytes >= need, window_comm_)) {
+  // (Without the control pages, which were decided together, there is no shared allreduce.)
+  if (control_.empty() || !all_true(free_bytes >= need, window_comm_)) {
     if (rank_ == 0) {
       spdlog::warn(
           "shared memory: {} has {:.0f} MiB free where {} ranks' reduce buffers need {:.0f} MiB; "

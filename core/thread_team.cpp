@@ -1,5 +1,7 @@
 #include "core/thread_team.h"
 
+#include "core/blas.h"
+
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <torch/types.h>
@@ -72,13 +74,6 @@ void set_compute_threads(int threads) {
 }
 
 int compute_threads() { return std::max(1, g_compute_threads.load()); }
-
-void set_blas_threads(int threads) {
-  using SetThreads = void (*)(int);
-  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    fn(threads);
-  }
-}
 
 ThreadTeam::ThreadTeam(int size) : errors_(static_cast<size_t>(std::max(1, size))) {
   for (int k = 1; k < size; ++k) workers_.emplace_back([this, k] { work(k); });

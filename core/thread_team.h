@@ -80,7 +80,4 @@ std::pair<int64_t, int64_t> member_rows(const torch::Tensor& t, int member, int 
 void set_compute_threads(int threads);
 int compute_threads();
 
-/// Sets OpenBLAS's own thread count (at::set_num_threads does not size it). No-op for other BLAS.
-void set_blas_threads(int threads);
-
 }  // namespace dtrain

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "core/blas.h"
 #include "core/checkpoint.h"
 #include "core/errors.h"
 #include "core/sharded_step.h"

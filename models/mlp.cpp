@@ -2,6 +2,10 @@
 
 #include <torch/nn/modules/activation.h>
 
+#include <algorithm>
+#include <cmath>
+
+#include "core/blas.h"
 #include "core/errors.h"
 #include "core/thread_team.h"
 
@@ -27,6 +31,44 @@ void activate(torch::Tensor& x, const std::string& act) {
     x.tanh_();
   } else {
     x.sigmoid_();
+  }
+}
+
+enum class Activation { kRelu, kTanh, kSigmoid };
+
+Activation activation_kind(const std::string& act) {
+  if (act == "relu") return Activation::kRelu;
+  return act == "tanh" ? Activation::kTanh : Activation::kSigmoid;
+}
+
+/// Rows [0, rows) of a transposed layer output ([outputs x batch]) at out: adds each row's bias,
+/// then applies the activation (NaN stays NaN, as LibTorch's relu keeps it).
+void add_bias_and_activate(float* out, const float* bias, int64_t rows, int64_t batch,
+                           Activation act) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = out + r * batch;
+    const float b = bias[r];
+    if (act == Activation::kRelu) {
+      for (int64_t i = 0; i < batch; ++i) row[i] = row[i] + b < 0.0f ? 0.0f : row[i] + b;
+    } else {
+      for (int64_t i = 0; i < batch; ++i) row[i] += b;
+    }
+  }
+  if (act != Activation::kRelu) {  // LibTorch's vectorised tanh and sigmoid, on the whole block
+    torch::Tensor block = torch::from_blob(out, {rows * batch}, torch::kFloat32);
+    act == Activation::kTanh ? block.tanh_() : block.sigmoid_();
+  }
+}
+
+/// g[i] *= activation'(a[i]) for i < n, from the activation's output a (a product, so a NaN or
+/// infinite gradient stays one, as in the tensor version above).
+void times_activation_derivative(float* g, const float* a, int64_t n, Activation act) {
+  if (act == Activation::kRelu) {
+    for (int64_t i = 0; i < n; ++i) g[i] *= a[i] > 0.0f ? 1.0f : 0.0f;
+  } else if (act == Activation::kTanh) {
+    for (int64_t i = 0; i < n; ++i) g[i] *= 1.0f - a[i] * a[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) g[i] *= a[i] * (1.0f - a[i]);
   }
 }
 
@@ -133,88 +175,176 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
   return {loss, logits};
 }
 
-std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Tensor& x,
+std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Tensor& input,
                                                                  const torch::Tensor& targets,
                                                                  double loss_scale, bool accumulate,
                                                                  ThreadTeam& team) {
   torch::NoGradGuard no_grad;
-  const std::string act = options.activation();
   const size_t layers = linears_.size();
+  const size_t last = layers - 1;
   const int members = team.size();
+  const int64_t classes = linears_[last]->weight.size(0);
+  const auto in_of = [&](size_t l) { return linears_[l]->weight.size(1); };
+  const auto out_of = [&](size_t l) { return linears_[l]->weight.size(0); };
+  const torch::Tensor x = input.contiguous();
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
+                  x.size(1) == in_of(0),
+              "train_step_team: expected float32 CPU inputs of [batch, ", in_of(0), "], got ",
+              x.sizes(), " ", x.dtype());
   const int64_t batch = x.size(0);
-  // acts[l]: the input of layer l (acts[0] = x); acts[layers]: the logits. parts[l][k]: member
-  // k's share of the gradient of layer l's input.
-  std::vector<torch::Tensor> acts(layers + 1);
-  std::vector<std::vector<torch::Tensor>> parts(layers);
-  acts[0] = x;
-  for (size_t l = 0; l < layers; ++l) {
-    const auto& w = linears_[l]->weight;
-    TORCH_CHECK(w.grad().defined() && linears_[l]->bias.grad().defined(),
-                "train_step_team: parameter gradients must exist");
-    acts[l + 1] = torch::empty({batch, w.size(0)}, x.options());
-    if (l > 0) {
-      for (int k = 0; k < members; ++k)
-        parts[l].push_back(torch::empty({batch, w.size(1)}, x.options()));
-    }
+  const torch::Tensor y = targets.contiguous();
+  TORCH_CHECK(y.dim() == 1 && y.size(0) == batch && y.scalar_type() == torch::kLong,
+              "train_step_team: expected ", batch, " int64 targets, got ", y.sizes(), " ",
+              y.dtype());
+  const int64_t* labels = y.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(labels[b] >= 0 && labels[b] < classes, "train_step_team: target ", labels[b],
+                " of sample ", b, " is outside 0..", classes - 1);
   }
-  const auto rows = [members](int64_t n, int k) { return block_of(n, k, members); };
-  torch::Tensor loss;
+  std::vector<const float*> w(layers), bias(layers);
+  std::vector<float*> gw(layers), gb(layers);
+  for (size_t l = 0; l < layers; ++l) {
+    auto& lin = linears_[l];
+    for (const torch::Tensor& t : {lin->weight, lin->bias, lin->weight.grad(), lin->bias.grad()}) {
+      TORCH_CHECK(t.defined() && t.scalar_type() == torch::kFloat32 && t.device().is_cpu() &&
+                      t.is_contiguous(),
+                  "train_step_team: fc", l + 1,
+                  "'s parameters and their gradients must exist as contiguous float32 CPU tensors");
+    }
+    w[l] = lin->weight.data_ptr<float>();
+    bias[l] = lin->bias.data_ptr<float>();
+    gw[l] = lin->weight.mutable_grad().data_ptr<float>();
+    gb[l] = lin->bias.mutable_grad().data_ptr<float>();
+  }
+
+  // Buffers grow to the largest batch seen and stay (allocated here, before the team runs).
+  TeamBuffers& buf = team_buffers_;
+  const auto room = [](std::vector<float>& v, int64_t n) {
+    if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  };
+  buf.outputs.resize(last);
+  buf.parts.resize(last);
+  buf.logits.resize(static_cast<size_t>(members));
+  buf.grad.resize(static_cast<size_t>(members));
+  int64_t widest = 0;
+  for (size_t l = 0; l < last; ++l) {
+    room(buf.outputs[l], out_of(l) * batch);
+    widest = std::max(widest, out_of(l));
+    buf.parts[l].resize(l == 0 ? 0 : static_cast<size_t>(members));
+    for (auto& part : buf.parts[l]) room(part, in_of(l) * batch);
+  }
+  for (int k = 0; k < members; ++k) {
+    room(buf.logits[static_cast<size_t>(k)], batch * classes);
+    room(buf.grad[static_cast<size_t>(k)], widest * batch);
+  }
+  // Layer l's input as a GEMM operand: x ([batch x in]) for layer 0, otherwise the previous
+  // layer's output, stored transposed ([in x batch]).
+  const auto input_of = [&](size_t l) {
+    return l == 0 ? x.data_ptr<float>() : static_cast<const float*>(buf.outputs[l - 1].data());
+  };
+  const auto input_ld = [&](size_t l) { return l == 0 ? in_of(0) : batch; };
+  const Activation act = activation_kind(options.activation());
+  const float scale = static_cast<float>(loss_scale / static_cast<double>(batch));
+  torch::Tensor logits = torch::empty({batch, classes}, x.options());
+  double loss = 0.0;
+
   team.run([&](int k) {
-    // Forward: this member's output columns of every layer, then wait for the others'.
-    for (size_t l = 0; l < layers; ++l) {
-      const auto& lin = linears_[l];
-      const auto [r0, r1] = rows(lin->weight.size(0), k);
+    // Forward through the hidden layers: this member's rows of each output (pre-activation rows
+    // [r0, r1) = W[r0:r1] input^T), then wait for the others'.
+    for (size_t l = 0; l < last; ++l) {
+      const auto [r0, r1] = block_of(out_of(l), k, members);
+      float* out = buf.outputs[l].data() + r0 * batch;
       if (r1 > r0) {
-        torch::Tensor out = acts[l + 1].narrow(1, r0, r1 - r0);
-        at::addmm_out(out, lin->bias.narrow(0, r0, r1 - r0), acts[l],
-                      lin->weight.narrow(0, r0, r1 - r0).t());
-        if (l + 1 < layers) activate(out, act);
+        sgemm(false, l == 0, r1 - r0, batch, in_of(l), w[l] + r0 * in_of(l), in_of(l), input_of(l),
+              input_ld(l), 0.0f, out, batch);
+        add_bias_and_activate(out, bias[l] + r0, r1 - r0, batch, act);
       }
       team.barrier();
     }
-    // d(mean CE)/d(logits) = (softmax - onehot) / batch: small, computed by every member alike
-    // (so a bad target fails on all of them, before any waits on another).
-    const torch::Tensor log_probs = torch::log_softmax(acts[layers], 1);
-    torch::Tensor g_full = log_probs.exp();
-    g_full.scatter_add_(1, targets.unsqueeze(1), torch::full({batch, 1}, -1.0, g_full.options()));
-    g_full.mul_(loss_scale / static_cast<double>(batch));
-    if (k == 0) loss = torch::nll_loss(log_probs, targets);
-    auto [c0, c1] = rows(g_full.size(1), k);
-    torch::Tensor g = g_full.narrow(1, c0, c1 - c0);
-    for (size_t l = layers; l-- > 0;) {
-      const auto& lin = linears_[l];
-      const auto [r0, r1] = rows(lin->weight.size(0), k);
+    // The last layer whole, on every member: logits, log-softmax, and
+    // d(mean CE)/d(logits) = (softmax - onehot) * loss_scale / batch, in place.
+    float* z = buf.logits[static_cast<size_t>(k)].data();
+    sgemm(last > 0, true, batch, classes, in_of(last), input_of(last), input_ld(last), w[last],
+          in_of(last), 0.0f, z, classes);
+    double loss_sum = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      float* row = z + b * classes;
+      float top = row[0] + bias[last][0];
+      for (int64_t c = 0; c < classes; ++c) {
+        row[c] += bias[last][c];
+        if (!(row[c] <= top)) top = row[c];  // NaN wins, so it reaches the loss and gradients
+      }
+      double sum = 0.0;
+      for (int64_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(row[c] - top));
+      const double log_sum = static_cast<double>(top) + std::log(sum);
+      if (k == 0) {
+        std::copy(row, row + classes, logits.data_ptr<float>() + b * classes);
+        loss_sum += log_sum - static_cast<double>(row[labels[b]]);
+      }
+      for (int64_t c = 0; c < classes; ++c) {
+        const float p = static_cast<float>(std::exp(static_cast<double>(row[c]) - log_sum));
+        row[c] = (c == labels[b] ? p - 1.0f : p) * scale;
+      }
+    }
+    if (k == 0) loss = loss_sum / static_cast<double>(batch);
+    const float beta = accumulate ? 1.0f : 0.0f;
+    // This member's rows of the last layer's gradients: dW[r0:r1] = dz[:, r0:r1]^T input.
+    const auto [c0, c1] = block_of(classes, k, members);
+    sgemm(true, last > 0, c1 - c0, in_of(last), batch, z + c0, classes, input_of(last),
+          input_ld(last), beta, gw[last] + c0 * in_of(last), in_of(last));
+    for (int64_t c = c0; c < c1; ++c) {
+      float sum = 0.0f;
+      for (int64_t b = 0; b < batch; ++b) sum += z[b * classes + c];
+      gb[last][c] = accumulate ? gb[last][c] + sum : sum;
+    }
+    if (last == 0) return;
+    // d/d(this member's rows of the previous layer's output) = W[:, p0:p1]^T dz^T, needing no
+    // other member's work: dz is whole here.
+    float* g = buf.grad[static_cast<size_t>(k)].data();
+    {
+      const auto [p0, p1] = block_of(in_of(last), k, members);
+      sgemm(true, true, p1 - p0, batch, classes, w[last] + p0, in_of(last), z, classes, 0.0f, g,
+            batch);
+      times_activation_derivative(g, buf.outputs[last - 1].data() + p0 * batch, (p1 - p0) * batch,
+                                  act);
+    }
+    // The hidden layers backwards; g holds d/d(this member's rows r0..r1 of layer l's output).
+    for (size_t l = last; l-- > 0;) {
+      const auto [r0, r1] = block_of(out_of(l), k, members);
       const int64_t n = r1 - r0;
-      const torch::Tensor& a = acts[l];
+      const int64_t in = in_of(l);
       if (n > 0) {
-        torch::Tensor gw = lin->weight.mutable_grad().narrow(0, r0, n);
-        torch::Tensor gb = lin->bias.mutable_grad().narrow(0, r0, n);
-        if (accumulate) {
-          gw.addmm_(g.t(), a);
-          gb.add_(g.sum(0));
-        } else {
-          at::mm_out(gw, g.t(), a);
-          at::sum_out(gb, g, {0});
+        sgemm(false, l > 0, n, in, batch, g, batch, input_of(l), input_ld(l), beta, gw[l] + r0 * in,
+              in);
+        for (int64_t r = 0; r < n; ++r) {
+          float sum = 0.0f;
+          for (int64_t b = 0; b < batch; ++b) sum += g[r * batch + b];
+          gb[l][r0 + r] = accumulate ? gb[l][r0 + r] + sum : sum;
         }
       }
       if (l == 0) break;
-      torch::Tensor& part = parts[l][static_cast<size_t>(k)];
+      // This member's part of d/d(input)^T = W[r0:r1]^T g; the others' parts are added below.
+      float* part = buf.parts[l][static_cast<size_t>(k)].data();
       if (n > 0) {
-        at::mm_out(part, g, lin->weight.narrow(0, r0, n));
+        sgemm(true, false, in, batch, n, w[l] + r0 * in, in, g, batch, 0.0f, part, batch);
       } else {
-        part.zero_();
+        std::fill(part, part + in * batch, 0.0f);
       }
       team.barrier();
-      // This member's columns of the previous layer's output gradient, summed in member order.
-      const auto [p0, p1] = rows(a.size(1), k);
-      torch::Tensor mine = parts[l][0].narrow(1, p0, p1 - p0).clone();
-      for (int j = 1; j < members; ++j)
-        mine.add_(parts[l][static_cast<size_t>(j)].narrow(1, p0, p1 - p0));
-      times_activation_derivative(mine, a.narrow(1, p0, p1 - p0), act);
-      g = mine;
+      // This member's rows of the previous layer's output gradient: the parts summed in member
+      // order (g is free again: its last reader was the GEMM above).
+      const auto [p0, p1] = block_of(in, k, members);
+      for (int64_t i = p0 * batch; i < p1 * batch; ++i) {
+        float sum = buf.parts[l][0][static_cast<size_t>(i)];
+        for (int j = 1; j < members; ++j)
+          sum += buf.parts[l][static_cast<size_t>(j)][static_cast<size_t>(i)];
+        g[i - p0 * batch] = sum;
+      }
+      times_activation_derivative(g, buf.outputs[l - 1].data() + p0 * batch, (p1 - p0) * batch,
+                                  act);
     }
   });
-  return {loss, acts[layers]};
+  return {torch::scalar_tensor(loss, x.options()), logits};
 }
 
 void MlpImpl::pretty_print(std::ostream& stream) const {

@@ -39,10 +39,14 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
                                                      const torch::Tensor& targets,
                                                      double loss_scale, bool accumulate,
                                                      const std::vector<torch::Tensor>& grads = {});
-  /// train_step split across a team: member k computes rows [O*k/T, O*(k+1)/T) of every layer's
-  /// output (O outputs, T members), and the matching rows of its weight and bias gradients; the
-  /// input gradient of each layer is summed from the members' partial products in member order.
-  /// Writes each parameter's grad (which must exist). See Model::team_step.
+  /// train_step split across a team: member k computes rows [O*k/T, O*(k+1)/T) of every hidden
+  /// layer's output (O outputs, T members) and the matching rows of every layer's weight and bias
+  /// gradients; a hidden layer's input gradient is summed from the members' partial products in
+  /// member order. The last layer (a few classes wide) is computed whole by every member, which
+  /// saves the team a barrier each way. Float32 CPU tensors; writes each parameter's grad (which
+  /// must exist). The GEMMs go straight to BLAS on buffers kept between steps: at batch 50,
+  /// LibTorch's per-op dispatch and allocations cost as much as the arithmetic. See
+  /// Model::team_step.
   std::pair<torch::Tensor, torch::Tensor> train_step_team(const torch::Tensor& x,
                                                           const torch::Tensor& targets,
                                                           double loss_scale, bool accumulate,
@@ -54,6 +58,15 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
  private:
   std::vector<torch::nn::Linear> linears_;
   std::vector<std::shared_ptr<torch::nn::Module>> activations_;
+  // train_step_team's buffers, kept so each stays in the cache of the core that writes it. Hidden
+  // layers' outputs are stored transposed ([outputs x batch]), so a member's rows are contiguous.
+  struct TeamBuffers {
+    std::vector<std::vector<float>> outputs;             // [l]: hidden layer l's output
+    std::vector<std::vector<std::vector<float>>> parts;  // [l][k]: member k's part of d/d input
+    std::vector<std::vector<float>> logits;              // [k]: logits, then d loss / d logits
+    std::vector<std::vector<float>> grad;                // [k]: d loss / d its rows of a layer
+  };
+  TeamBuffers team_buffers_;
 };
 TORCH_MODULE(Mlp);
 

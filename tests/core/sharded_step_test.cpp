@@ -112,6 +112,62 @@ INSTANTIATE_TEST_SUITE_P(ActivationsAndSplits, ShardedStepSplits,
                          ::testing::Combine(::testing::Values("relu", "tanh", "sigmoid"),
                                             ::testing::Bool()));
 
+Model mlp_of(const std::vector<int64_t>& hidden, const std::string& activation = "relu") {
+  RunConfig c;
+  c.hidden_sizes = hidden;
+  c.activation = activation;
+  torch::manual_seed(11);
+  return models::build_model(c, {12, 4});
+}
+
+// The MLP's team step at depths the default model does not have: no hidden layer (only the last
+// layer, which every member computes whole), a hidden layer narrower than the team (members
+// with no rows), three hidden layers; batches that grow and shrink between steps (its buffers
+// are kept), and accumulation.
+TEST(ShardedStep, TeamStepMatchesOneThreadAtEveryDepthAndBatch) {
+  for (const std::vector<int64_t>& hidden : {std::vector<int64_t>{}, {2}, {9, 7, 5}, {1, 6}}) {
+    for (const std::string activation : {"relu", "sigmoid"}) {
+      for (int members : {2, 3, 5}) {
+        Model one = mlp_of(hidden, activation);
+        Model team = mlp_of(hidden, activation);
+        ShardedStep single(one, 1);
+        ShardedStep split(team, members);
+        for (int64_t rows : {33, 3, 2, 40}) {
+          const auto x = torch::rand({rows, 12});
+          const auto y = torch::randint(0, 4, {rows}, torch::kLong);
+          const auto [loss1, correct1] = single.run({x, y}, 0.25, false);
+          single.run({x.flip(0), y.flip(0)}, 0.25, true);
+          const auto [loss, correct] = split.run({x, y}, 0.25, false);
+          split.run({x.flip(0), y.flip(0)}, 0.25, true);
+          const std::string where = "hidden " + std::to_string(hidden.size()) + " " + activation +
+                                    ", " + std::to_string(members) + " members, batch " +
+                                    std::to_string(rows);
+          EXPECT_NEAR(loss.item<double>(), loss1.item<double>(), 1e-5) << where;
+          EXPECT_EQ(correct.item<int64_t>(), correct1.item<int64_t>()) << where;
+          const auto expected = grads_of(one), got = grads_of(team);
+          for (size_t i = 0; i < got.size(); ++i) {
+            EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-4, 1e-6))
+                << where << ", parameter " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(ShardedStep, TeamStepCarriesANanWeightIntoLossAndGradients) {
+  Model m = mlp_of({9, 7});
+  {
+    torch::NoGradGuard no_grad;
+    m.module->parameters()[0][3][5] = std::nanf("");
+  }
+  ShardedStep step(m, 2);
+  const auto [loss, correct] =
+      step.run({torch::rand({8, 12}), torch::randint(0, 4, {8}, torch::kLong)}, 1.0, false);
+  EXPECT_TRUE(std::isnan(loss.item<double>()));
+  for (const auto& g : grads_of(m)) EXPECT_TRUE(g.isnan().any().item<bool>());
+}
+
 TEST(ShardedStep, BadTargetFailsOnEveryMemberWithoutHanging) {
   Model m = small_model();
   ShardedStep step(m, 3);

@@ -1,0 +1,73 @@
+#include "core/blas.h"
+
+#include <dlfcn.h>
+#include <torch/types.h>
+
+#include <initializer_list>
+#include <limits>
+
+namespace dtrain {
+
+namespace {
+
+// The CBLAS ABI: enum values fixed by the standard, 32-bit ints (LP64 BLAS, as Debian's and
+// LibTorch's are).
+using CblasSgemm = void (*)(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                            int ldc);
+constexpr int kRowMajor = 101;
+constexpr int kNoTrans = 111;
+constexpr int kTrans = 112;
+
+CblasSgemm cblas_sgemm_in_process() {
+  static const auto fn = reinterpret_cast<CblasSgemm>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+  return fn;
+}
+
+/// A row-major rows x cols matrix with row stride ld at p, as a tensor viewing that memory.
+torch::Tensor view(const float* p, int64_t rows, int64_t cols, int64_t ld) {
+  return torch::from_blob(const_cast<float*>(p), {rows, cols}, {ld, 1}, torch::kFloat32);
+}
+
+}  // namespace
+
+void set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    fn(threads);
+  }
+}
+
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  bool fits = true;
+  for (int64_t v : {m, n, k, lda, ldb, ldc}) fits = fits && v <= std::numeric_limits<int>::max();
+  if (const CblasSgemm fn = cblas_sgemm_in_process(); fn != nullptr && fits) {
+    fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
+       static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b,
+       static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+    return;
+  }
+  detail::sgemm_by_libtorch(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+}
+
+namespace detail {
+
+void sgemm_by_libtorch(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+                       int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                       int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const torch::Tensor op_a = trans_a ? view(a, k, m, lda).t() : view(a, m, k, lda);
+  const torch::Tensor op_b = trans_b ? view(b, n, k, ldb).t() : view(b, k, n, ldb);
+  torch::Tensor out = view(c, m, n, ldc);
+  if (beta == 0.0f) {
+    at::mm_out(out, op_a, op_b);
+  } else {
+    out.addmm_(op_a, op_b, beta, 1.0);
+  }
+}
+
+}  // namespace detail
+
+}  // namespace dtrain

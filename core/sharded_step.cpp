@@ -24,7 +24,16 @@ std::vector<torch::Tensor> views_into(const torch::Tensor& flat,
 
 ShardedStep::ShardedStep(const Model& model, int shards)
     : model_(model), shards_(std::max(1, shards)), params_(model.module->parameters()) {
-  if (shards_ == 1 || params_.empty()) return;
+  if (params_.empty()) return;
+  if (shards_ == 1) {
+    // A team of one for Model::team_step, which writes into gradients that exist.
+    if (!model_.team_step) return;
+    team_ = std::make_unique<ThreadTeam>(1);
+    for (auto& p : params_) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p).requires_grad_(false);
+    }
+    return;
+  }
   team_ = std::make_unique<ThreadTeam>(shards_);
   int64_t total = 0;
   for (const auto& p : params_) total += p.numel();
@@ -43,15 +52,15 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
                                                          bool accumulate) {
   const int64_t rows = batch.inputs.size(0);
   const int64_t n = std::min<int64_t>(shards_, rows);
+  if (model_.team_step && team_ && rows > 0 && batch.inputs.device().is_cpu()) {
+    auto [loss, logits] =
+        model_.team_step(batch.inputs, batch.targets, loss_scale, accumulate, *team_);
+    return {loss, logits.argmax(1).eq(batch.targets).sum()};
+  }
   if (n <= 1) {
     auto [loss, logits] =
         model_.train_step(batch.inputs, batch.targets, loss_scale, accumulate, {});
     torch::NoGradGuard no_grad;
-    return {loss, logits.argmax(1).eq(batch.targets).sum()};
-  }
-  if (model_.team_step) {
-    auto [loss, logits] =
-        model_.team_step(batch.inputs, batch.targets, loss_scale, accumulate, *team_);
     return {loss, logits.argmax(1).eq(batch.targets).sum()};
   }
   std::vector<torch::Tensor> loss_sums(n), corrects(n);
@@ -88,7 +97,10 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
 torch::Tensor ShardedStep::forward(const torch::Tensor& inputs) {
   const int64_t rows = inputs.size(0);
   const int64_t n = std::min<int64_t>(shards_, rows);
-  if (n <= 1) return model_.forward(inputs);
+  if (n <= 1) {
+    torch::NoGradGuard no_grad;  // as the members run
+    return model_.forward(inputs);
+  }
   std::vector<torch::Tensor> logits(n);
   team_->run([&](int k) {
     if (k < n) {

@@ -7,6 +7,8 @@
 //    gradient and weights between cores every step, which cost more than the second core gave.
 //  - otherwise, the batch split by rows: each member runs train_step on its rows into its own
 //    gradient buffer, summed afterwards in member order.
+// With one thread the MLP still takes team_step, as a team of one (its GEMMs go straight to BLAS;
+// train_step, with LibTorch ops, is the reference and the GPU's way).
 // Either way BLAS runs single-threaded inside the members: at batch 50 this model's GEMMs are too
 // small for a multi-threaded BLAS (OpenBLAS loses up to 40 % on some of these shapes on 2 threads).
 #pragma once
@@ -26,7 +28,8 @@ namespace dtrain {
 
 class ShardedStep {
  public:
-  /// `shards` >= 1 (1: train_step runs on this thread straight into each parameter's grad).
+  /// `shards` >= 1 (1: on this thread, Model::team_step as a team of one on the CPU, else
+  /// train_step, straight into each parameter's grad).
   /// With more than one, each parameter's grad becomes a view into one flat gradient buffer
   /// (allocated here), and BLAS should run single-threaded (set_blas_threads(1)), as should the
   /// calling thread's OpenMP (LibTorch's intra-op threads).
@@ -34,7 +37,7 @@ class ShardedStep {
 
   int shards() const { return shards_; }
   /// The threads the shards run on (null with one shard): the optimizer steps on it too.
-  ThreadTeam* team() const { return team_.get(); }
+  ThreadTeam* team() const { return shards_ > 1 ? team_.get() : nullptr; }
 
   /// Forward and backward of mean cross-entropy over the whole batch: writes (adds, if
   /// `accumulate`) loss_scale * d(loss)/d(param) into each parameter's grad. Returns
@@ -49,7 +52,7 @@ class ShardedStep {
   Model model_;
   int shards_;
   std::vector<torch::Tensor> params_;
-  std::unique_ptr<ThreadTeam> team_;  // with more than one shard
+  std::unique_ptr<ThreadTeam> team_;  // with more than one shard, or a team_step
   // Shards 1..n-1 of the batch split: per parameter, views into each shard's own flat buffer.
   std::vector<std::vector<torch::Tensor>> shard_grads_;
 };

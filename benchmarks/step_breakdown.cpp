@@ -1,8 +1,8 @@
-// Where one training step's time goes on the Trainer's own path: batch gather, forward+backward
-// (the hand-written train_step, the batch split across --threads members of a ThreadTeam with the
-// shard gradients summed), and the optimizer step (split across the same team), for the default
-// MLP at batch 50 on MNIST-shaped random data. For comparison, in the same run: the same step
-// with autograd and torch::optim::SGD on one thread. Microseconds per step.
+// Where one training step's time goes on the Trainer's own path: gathering the batch's uint8
+// rows, converting them and forward+backward (the MLP's team step, its layers split across
+// --threads members of a ThreadTeam), and the optimizer step (split across the same team), for the
+// default MLP at batch 50 on MNIST-shaped random data. For comparison, in the same run: the same
+// step with autograd and torch::optim::SGD. Microseconds per step.
 //   step_breakdown [--threads N] [--steps S] [--json FILE]
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/module.h>
@@ -90,13 +90,13 @@ int main(int argc, char** argv) {
   ours->set_team(step.team());
   double t_batch = 0, t_train = 0, t_opt = 0;
   for (int s = 0; s < 50; ++s) {  // warm-up
-    step.run(ds.get(batches[s], torch::kCPU), 1.0, false);
+    step.run(ds.get_stored(batches[s]), 1.0, false);
     ours->step();
   }
   const auto start = Clock::now();
   for (int s = 0; s < steps; ++s) {
     auto t = Clock::now();
-    const dtrain::Batch b = ds.get(batches[s % batches.size()], torch::kCPU);
+    const dtrain::Batch b = ds.get_stored(batches[s % batches.size()]);
     t_batch += lap(t);
     step.run(b, 1.0, false);
     t_train += lap(t);
@@ -122,10 +122,9 @@ int main(int argc, char** argv) {
   std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, %d thread(s), %d steps\n", threads,
               steps);
   std::printf("# %-44s %10s %8s\n", "phase", "us/step", "share");
-  const std::pair<const char*, double> rows[] = {
-      {"batch gather (uint8 -> float, scaled)", t_batch},
-      {"forward + backward (+ shard gradient sum)", t_train},
-      {"optimizer step (SGD momentum, fused)", t_opt}};
+  const std::pair<const char*, double> rows[] = {{"batch gather (uint8 rows)", t_batch},
+                                                 {"to float + forward + backward", t_train},
+                                                 {"optimizer step (SGD momentum, fused)", t_opt}};
   nlohmann::json phases = nlohmann::json::object();
   for (const auto& [name, us] : rows) {
     std::printf("  %-44s %10.1f %7.1f%%\n", name, us / steps, 100 * us / total);

@@ -8,11 +8,24 @@
 
 namespace dtrain {
 
-/// One mini-batch: float inputs [B, features] and int64 class targets [B].
+/// One mini-batch: inputs [B, features] and int64 class targets [B]. The model's inputs are
+/// inputs * input_scale: float32 with scale 1 from get(), and from get_stored() possibly as the
+/// source keeps them (uint8 pixels with 1/255), for a step that converts them where it uses them.
 struct Batch {
   torch::Tensor inputs;
   torch::Tensor targets;
+  double input_scale = 1.0;
+
+  /// inputs * input_scale as float32 (inputs themselves when they are that already).
+  torch::Tensor float_inputs() const;
 };
+
+inline torch::Tensor Batch::float_inputs() const {
+  if (inputs.scalar_type() == torch::kFloat32) {
+    return input_scale == 1.0 ? inputs : inputs.mul(input_scale);
+  }
+  return inputs.to(torch::kFloat32).mul_(input_scale);
+}
 
 /// A data set the Trainer draws batches from by index.
 class BatchSource {
@@ -21,6 +34,9 @@ class BatchSource {
   virtual int64_t size() const = 0;
   /// `indices`: 1-D int64 tensor of sample indices in [0, size()).
   virtual Batch get(const torch::Tensor& indices, const torch::Device& device) const = 0;
+  /// The same batch on the CPU with its inputs as stored, if the source keeps them in another
+  /// type (see Batch::input_scale). The default is get() on the CPU.
+  virtual Batch get_stored(const torch::Tensor& indices) const { return get(indices, torch::kCPU); }
 };
 
 /// Decides which samples this process sees, batch by batch, in one epoch.

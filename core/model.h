@@ -9,6 +9,8 @@
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
+#include "core/data_source.h"
+
 namespace torch::nn {
 class Module;
 }
@@ -36,13 +38,14 @@ struct Model {
       const torch::Tensor& inputs, const torch::Tensor& targets, double loss_scale, bool accumulate,
       const std::vector<torch::Tensor>& grads)>
       train_step;
-  /// Optional: train_step's work split across a ThreadTeam, each member owning a block of every
-  /// layer's output rows (its weights, gradients and optimizer state stay in its core's cache;
-  /// activations and partial input gradients are what crosses cores). Writes each parameter's
-  /// grad. The Trainer prefers it to splitting the batch (core/sharded_step.h) when there is one.
-  std::function<std::pair<torch::Tensor, torch::Tensor>(
-      const torch::Tensor& inputs, const torch::Tensor& targets, double loss_scale, bool accumulate,
-      ThreadTeam& team)>
+  /// Optional: train_step's work split across a ThreadTeam (of one, too), each member owning a
+  /// block of every layer's output rows (its weights, gradients and optimizer state stay in its
+  /// core's cache; activations and partial input gradients are what crosses cores). On the CPU,
+  /// on a batch as the source stores it (Batch::input_scale; uint8 inputs are converted by each
+  /// member). Writes each parameter's grad. The Trainer prefers it to splitting the batch
+  /// (core/sharded_step.h) when there is one.
+  std::function<std::pair<torch::Tensor, torch::Tensor>(const Batch& batch, double loss_scale,
+                                                        bool accumulate, ThreadTeam& team)>
       team_step;
 };
 

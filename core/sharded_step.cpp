@@ -53,13 +53,12 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
   const int64_t rows = batch.inputs.size(0);
   const int64_t n = std::min<int64_t>(shards_, rows);
   if (model_.team_step && team_ && rows > 0 && batch.inputs.device().is_cpu()) {
-    auto [loss, logits] =
-        model_.team_step(batch.inputs, batch.targets, loss_scale, accumulate, *team_);
+    auto [loss, logits] = model_.team_step(batch, loss_scale, accumulate, *team_);
     return {loss, logits.argmax(1).eq(batch.targets).sum()};
   }
+  const torch::Tensor inputs = batch.float_inputs();
   if (n <= 1) {
-    auto [loss, logits] =
-        model_.train_step(batch.inputs, batch.targets, loss_scale, accumulate, {});
+    auto [loss, logits] = model_.train_step(inputs, batch.targets, loss_scale, accumulate, {});
     torch::NoGradGuard no_grad;
     return {loss, logits.argmax(1).eq(batch.targets).sum()};
   }
@@ -67,7 +66,7 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
   team_->run([&](int k) {
     if (k < n) {
       const auto [lo, hi] = block_of(rows, k, static_cast<int>(n));
-      const torch::Tensor x = batch.inputs.narrow(0, lo, hi - lo);
+      const torch::Tensor x = inputs.narrow(0, lo, hi - lo);
       const torch::Tensor y = batch.targets.narrow(0, lo, hi - lo);
       // Each shard's mean loss, weighted by its share of the batch, sums to the batch mean.
       const double share = static_cast<double>(hi - lo) / static_cast<double>(rows);

@@ -39,8 +39,9 @@ class ShardedStep {
   /// The threads the shards run on (null with one shard): the optimizer steps on it too.
   ThreadTeam* team() const { return shards_ > 1 ? team_.get() : nullptr; }
 
-  /// Forward and backward of mean cross-entropy over the whole batch: writes (adds, if
-  /// `accumulate`) loss_scale * d(loss)/d(param) into each parameter's grad. Returns
+  /// Forward and backward of mean cross-entropy over the whole batch (inputs as get() or, on the
+  /// CPU, get_stored() gives them): writes (adds, if `accumulate`) loss_scale * d(loss)/d(param)
+  /// into each parameter's grad. Returns
   /// {mean loss (0-dim), number of correct predictions (0-dim long)}.
   std::pair<torch::Tensor, torch::Tensor> run(const Batch& batch, double loss_scale,
                                               bool accumulate);

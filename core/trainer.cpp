@@ -287,7 +287,9 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       const bool group_start = i % static_cast<size_t>(accumulate) == 0;
       const bool group_end =
           (i + 1) % static_cast<size_t>(accumulate) == 0 || i + 1 == batches.size();
-      Batch b = train.get(batches[i], device_);
+      // The CPU step converts stored (uint8) inputs on the threads that use them.
+      Batch b =
+          step_ && device_.is_cpu() ? train.get_stored(batches[i]) : train.get(batches[i], device_);
       torch::Tensor loss, batch_correct;
       if (step_) {
         // Hand-written backward: no autograd graph, gradients overwritten at a group's start.

@@ -38,6 +38,8 @@ class MnistDataset : public BatchSource {
   int64_t size() const override { return images_.size(0); }
   int64_t features() const { return images_.size(1); }
   Batch get(const torch::Tensor& indices, const torch::Device& device) const override;
+  /// The uint8 rows, with input_scale 1/255.
+  Batch get_stored(const torch::Tensor& indices) const override;
 
   const torch::Tensor& images() const { return images_; }
   const torch::Tensor& labels() const { return labels_; }

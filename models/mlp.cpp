@@ -176,6 +176,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
 }
 
 std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Tensor& input,
+                                                                 double input_scale,
                                                                  const torch::Tensor& targets,
                                                                  double loss_scale, bool accumulate,
                                                                  ThreadTeam& team) {
@@ -186,11 +187,14 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
   const int64_t classes = linears_[last]->weight.size(0);
   const auto in_of = [&](size_t l) { return linears_[l]->weight.size(1); };
   const auto out_of = [&](size_t l) { return linears_[l]->weight.size(0); };
-  const torch::Tensor x = input.contiguous();
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
-                  x.size(1) == in_of(0),
-              "train_step_team: expected float32 CPU inputs of [batch, ", in_of(0), "], got ",
-              x.sizes(), " ", x.dtype());
+  const bool pixels = input.scalar_type() == torch::kUInt8;
+  const torch::Tensor x = pixels ? input.contiguous() : input.to(torch::kFloat32).contiguous();
+  TORCH_CHECK(x.dim() == 2 && x.device().is_cpu() && x.size(1) == in_of(0),
+              "train_step_team: expected CPU inputs of [batch, ", in_of(0), "], got ", x.sizes(),
+              " on ", x.device());
+  // Members scale (and convert) the inputs into buffers of their own unless they can be used as
+  // they are.
+  const bool own_inputs = pixels || input_scale != 1.0;
   const int64_t batch = x.size(0);
   const torch::Tensor y = targets.contiguous();
   TORCH_CHECK(y.dim() == 1 && y.size(0) == batch && y.scalar_type() == torch::kLong,
@@ -222,6 +226,8 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
   const auto room = [](std::vector<float>& v, int64_t n) {
     if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
   };
+  buf.inputs.resize(own_inputs ? static_cast<size_t>(members) : 0);
+  for (auto& copy : buf.inputs) room(copy, batch * in_of(0));
   buf.outputs.resize(last);
   buf.parts.resize(last);
   buf.logits.resize(static_cast<size_t>(members));
@@ -237,26 +243,39 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
     room(buf.logits[static_cast<size_t>(k)], batch * classes);
     room(buf.grad[static_cast<size_t>(k)], widest * batch);
   }
-  // Layer l's input as a GEMM operand: x ([batch x in]) for layer 0, otherwise the previous
-  // layer's output, stored transposed ([in x batch]).
-  const auto input_of = [&](size_t l) {
-    return l == 0 ? x.data_ptr<float>() : static_cast<const float*>(buf.outputs[l - 1].data());
+  // Layer l's input as a GEMM operand for member k: the inputs ([batch x in]) for layer 0,
+  // otherwise the previous layer's output, stored transposed ([in x batch]).
+  const auto input_of = [&](size_t l, int k) -> const float* {
+    if (l > 0) return buf.outputs[l - 1].data();
+    return own_inputs ? buf.inputs[static_cast<size_t>(k)].data() : x.data_ptr<float>();
   };
   const auto input_ld = [&](size_t l) { return l == 0 ? in_of(0) : batch; };
   const Activation act = activation_kind(options.activation());
   const float scale = static_cast<float>(loss_scale / static_cast<double>(batch));
-  torch::Tensor logits = torch::empty({batch, classes}, x.options());
+  torch::Tensor logits = torch::empty({batch, classes}, torch::kFloat32);
   double loss = 0.0;
 
   team.run([&](int k) {
+    if (own_inputs) {
+      float* to = buf.inputs[static_cast<size_t>(k)].data();
+      const float s = static_cast<float>(input_scale);
+      const int64_t n = batch * in_of(0);
+      if (pixels) {
+        const uint8_t* from = x.data_ptr<uint8_t>();
+        for (int64_t i = 0; i < n; ++i) to[i] = static_cast<float>(from[i]) * s;
+      } else {
+        const float* from = x.data_ptr<float>();
+        for (int64_t i = 0; i < n; ++i) to[i] = from[i] * s;
+      }
+    }
     // Forward through the hidden layers: this member's rows of each output (pre-activation rows
     // [r0, r1) = W[r0:r1] input^T), then wait for the others'.
     for (size_t l = 0; l < last; ++l) {
       const auto [r0, r1] = block_of(out_of(l), k, members);
       float* out = buf.outputs[l].data() + r0 * batch;
       if (r1 > r0) {
-        sgemm(false, l == 0, r1 - r0, batch, in_of(l), w[l] + r0 * in_of(l), in_of(l), input_of(l),
-              input_ld(l), 0.0f, out, batch);
+        sgemm(false, l == 0, r1 - r0, batch, in_of(l), w[l] + r0 * in_of(l), in_of(l),
+              input_of(l, k), input_ld(l), 0.0f, out, batch);
         add_bias_and_activate(out, bias[l] + r0, r1 - r0, batch, act);
       }
       team.barrier();
@@ -264,7 +283,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
     // The last layer whole, on every member: logits, log-softmax, and
     // d(mean CE)/d(logits) = (softmax - onehot) * loss_scale / batch, in place.
     float* z = buf.logits[static_cast<size_t>(k)].data();
-    sgemm(last > 0, true, batch, classes, in_of(last), input_of(last), input_ld(last), w[last],
+    sgemm(last > 0, true, batch, classes, in_of(last), input_of(last, k), input_ld(last), w[last],
           in_of(last), 0.0f, z, classes);
     double loss_sum = 0.0;
     for (int64_t b = 0; b < batch; ++b) {
@@ -290,7 +309,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
     const float beta = accumulate ? 1.0f : 0.0f;
     // This member's rows of the last layer's gradients: dW[r0:r1] = dz[:, r0:r1]^T input.
     const auto [c0, c1] = block_of(classes, k, members);
-    sgemm(true, last > 0, c1 - c0, in_of(last), batch, z + c0, classes, input_of(last),
+    sgemm(true, last > 0, c1 - c0, in_of(last), batch, z + c0, classes, input_of(last, k),
           input_ld(last), beta, gw[last] + c0 * in_of(last), in_of(last));
     for (int64_t c = c0; c < c1; ++c) {
       float sum = 0.0f;
@@ -314,8 +333,8 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
       const int64_t n = r1 - r0;
       const int64_t in = in_of(l);
       if (n > 0) {
-        sgemm(false, l > 0, n, in, batch, g, batch, input_of(l), input_ld(l), beta, gw[l] + r0 * in,
-              in);
+        sgemm(false, l > 0, n, in, batch, g, batch, input_of(l, k), input_ld(l), beta,
+              gw[l] + r0 * in, in);
         for (int64_t r = 0; r < n; ++r) {
           float sum = 0.0f;
           for (int64_t b = 0; b < batch; ++b) sum += g[r * batch + b];
@@ -344,7 +363,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
                                   act);
     }
   });
-  return {torch::scalar_tensor(loss, x.options()), logits};
+  return {torch::scalar_tensor(loss, torch::kFloat32), logits};
 }
 
 void MlpImpl::pretty_print(std::ostream& stream) const {

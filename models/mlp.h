@@ -47,7 +47,10 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   /// must exist). The GEMMs go straight to BLAS on buffers kept between steps: at batch 50,
   /// LibTorch's per-op dispatch and allocations cost as much as the arithmetic. See
   /// Model::team_step.
+  /// The model's inputs are x * input_scale; uint8 x (pixels) is converted by each member into
+  /// a buffer of its own, which no other core writes.
   std::pair<torch::Tensor, torch::Tensor> train_step_team(const torch::Tensor& x,
+                                                          double input_scale,
                                                           const torch::Tensor& targets,
                                                           double loss_scale, bool accumulate,
                                                           ThreadTeam& team);
@@ -61,6 +64,7 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   // train_step_team's buffers, kept so each stays in the cache of the core that writes it. Hidden
   // layers' outputs are stored transposed ([outputs x batch]), so a member's rows are contiguous.
   struct TeamBuffers {
+    std::vector<std::vector<float>> inputs;              // [k]: its copy of the scaled inputs
     std::vector<std::vector<float>> outputs;             // [l]: hidden layer l's output
     std::vector<std::vector<std::vector<float>>> parts;  // [l][k]: member k's part of d/d input
     std::vector<std::vector<float>> logits;              // [k]: logits, then d loss / d logits

@@ -21,9 +21,9 @@ Model make_mlp(const RunConfig& config, const DataShape& shape) {
                        bool accumulate, const std::vector<torch::Tensor>& grads) mutable {
     return mlp->train_step(x, y, scale, accumulate, grads);
   };
-  m.team_step = [mlp](const torch::Tensor& x, const torch::Tensor& y, double scale, bool accumulate,
-                      ThreadTeam& team) mutable {
-    return mlp->train_step_team(x, y, scale, accumulate, team);
+  m.team_step = [mlp](const Batch& batch, double scale, bool accumulate, ThreadTeam& team) mutable {
+    return mlp->train_step_team(batch.inputs, batch.input_scale, batch.targets, scale, accumulate,
+                                team);
   };
   m.spec = config.model_json();
   m.spec["in_features"] = shape.features;

@@ -157,6 +157,31 @@ TEST(ShardedStep, TeamStepMatchesOneThreadAtEveryDepthAndBatch) {
   }
 }
 
+// Stored inputs (uint8 pixels and their scale, converted by each member) train exactly as the
+// float inputs made from them do.
+TEST(ShardedStep, TeamStepOnStoredPixelsEqualsTheFloatBatch) {
+  const auto pixels = torch::randint(0, 256, {21, 12}, torch::kLong).to(torch::kUInt8);
+  const auto y = torch::randint(0, 4, {21}, torch::kLong);
+  const Batch stored{pixels, y, 1.0 / 255.0};
+  const Batch scaled{stored.float_inputs(), y};
+  const Batch halved{scaled.inputs * 2.0, y, 0.5};  // float inputs with a scale
+  for (int members : {1, 2, 3}) {
+    std::vector<std::vector<torch::Tensor>> grads;
+    for (const Batch* b : {&stored, &scaled, &halved}) {
+      Model m = mlp_of({9, 7});
+      ShardedStep step(m, members);
+      const auto [loss, correct] = step.run(*b, 1.0, false);
+      step.run(*b, 1.0, true);
+      grads.push_back(grads_of(m));
+    }
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      EXPECT_TRUE(torch::equal(grads[0][i], grads[1][i])) << members << " members, parameter " << i;
+      EXPECT_TRUE(torch::allclose(grads[2][i], grads[1][i], 1e-5, 1e-7))
+          << members << " members, parameter " << i;
+    }
+  }
+}
+
 TEST(ShardedStep, TeamStepCarriesANanWeightIntoLossAndGradients) {
   Model m = mlp_of({9, 7});
   {

@@ -51,6 +51,25 @@ TEST(Mnist, BatchIsScaledFloatAndLabels) {
   EXPECT_EQ(b.targets[0].item<int64_t>(), 7);
 }
 
+TEST(Mnist, StoredBatchIsThePixelsWithTheScaleOfTheFloatBatch) {
+  const auto images = torch::randint(0, 256, {30, 784}, torch::kLong).to(torch::kUInt8);
+  MnistDataset ds(images, torch::randint(0, 10, {30}, torch::kLong).to(torch::kUInt8));
+  const auto indices = torch::tensor({29, 0, 7, 7}, torch::kLong);
+  const Batch stored = ds.get_stored(indices);
+  const Batch scaled = ds.get(indices, torch::kCPU);
+  EXPECT_EQ(stored.inputs.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(stored.inputs, images.index_select(0, indices)));
+  EXPECT_TRUE(torch::equal(stored.targets, scaled.targets));
+  EXPECT_DOUBLE_EQ(stored.input_scale, 1.0 / 255.0);
+  EXPECT_TRUE(torch::equal(stored.float_inputs(), scaled.inputs));  // bit for bit
+  EXPECT_EQ(scaled.input_scale, 1.0);
+  EXPECT_TRUE(scaled.float_inputs().is_same(scaled.inputs));
+  // A float batch with a scale is scaled into a new tensor; its own inputs stay as they are.
+  const Batch halves{scaled.inputs.clone(), scaled.targets, 0.5};
+  EXPECT_TRUE(torch::equal(halves.float_inputs(), scaled.inputs * 0.5));
+  EXPECT_TRUE(torch::equal(halves.inputs, scaled.inputs));
+}
+
 TEST(Mnist, CountMismatchNamesBothFiles) {
   TempDir dir;
   write_split(dir.path(), "train", 20, 19, false);

@@ -16,7 +16,7 @@ namespace {
 /// g *= activation'(a), from the activation's output a.
 void times_activation_derivative(torch::Tensor& g, const torch::Tensor& a, const std::string& act) {
   if (act == "relu") {
-    g.mul_(a.gt(0));
+    g.masked_fill_(a.le(0), 0);  // as autograd's threshold_backward
   } else if (act == "tanh") {
     g.mul_(1 - a * a);
   } else {
@@ -41,15 +41,21 @@ Activation activation_kind(const std::string& act) {
   return act == "tanh" ? Activation::kTanh : Activation::kSigmoid;
 }
 
+// The loops below are written so that GCC vectorises them (no branches, __restrict): as scalar
+// code with a branch on the sign, the relu derivative alone took ~25 us a step.
+
 /// Rows [0, rows) of a transposed layer output ([outputs x batch]) at out: adds each row's bias,
 /// then applies the activation (NaN stays NaN, as LibTorch's relu keeps it).
-void add_bias_and_activate(float* out, const float* bias, int64_t rows, int64_t batch,
-                           Activation act) {
+void add_bias_and_activate(float* __restrict out, const float* __restrict bias, int64_t rows,
+                           int64_t batch, Activation act) {
   for (int64_t r = 0; r < rows; ++r) {
-    float* row = out + r * batch;
+    float* __restrict row = out + r * batch;
     const float b = bias[r];
     if (act == Activation::kRelu) {
-      for (int64_t i = 0; i < batch; ++i) row[i] = row[i] + b < 0.0f ? 0.0f : row[i] + b;
+      for (int64_t i = 0; i < batch; ++i) {
+        const float v = row[i] + b;
+        row[i] = v < 0.0f ? 0.0f : v;
+      }
     } else {
       for (int64_t i = 0; i < batch; ++i) row[i] += b;
     }
@@ -60,11 +66,13 @@ void add_bias_and_activate(float* out, const float* bias, int64_t rows, int64_t 
   }
 }
 
-/// g[i] *= activation'(a[i]) for i < n, from the activation's output a (a product, so a NaN or
-/// infinite gradient stays one, as in the tensor version above).
-void times_activation_derivative(float* g, const float* a, int64_t n, Activation act) {
+/// g[i] *= activation'(a[i]) for i < n, from the activation's output a. For relu a select, as
+/// LibTorch's autograd does it (threshold_backward): 0 where a <= 0, else the gradient (so a NaN
+/// output passes its gradient on).
+void times_activation_derivative(float* __restrict g, const float* __restrict a, int64_t n,
+                                 Activation act) {
   if (act == Activation::kRelu) {
-    for (int64_t i = 0; i < n; ++i) g[i] *= a[i] > 0.0f ? 1.0f : 0.0f;
+    for (int64_t i = 0; i < n; ++i) g[i] = a[i] <= 0.0f ? 0.0f : g[i];
   } else if (act == Activation::kTanh) {
     for (int64_t i = 0; i < n; ++i) g[i] *= 1.0f - a[i] * a[i];
   } else {
@@ -257,14 +265,14 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
 
   team.run([&](int k) {
     if (own_inputs) {
-      float* to = buf.inputs[static_cast<size_t>(k)].data();
+      float* __restrict to = buf.inputs[static_cast<size_t>(k)].data();
       const float s = static_cast<float>(input_scale);
       const int64_t n = batch * in_of(0);
       if (pixels) {
-        const uint8_t* from = x.data_ptr<uint8_t>();
+        const uint8_t* __restrict from = x.data_ptr<uint8_t>();
         for (int64_t i = 0; i < n; ++i) to[i] = static_cast<float>(from[i]) * s;
       } else {
-        const float* from = x.data_ptr<float>();
+        const float* __restrict from = x.data_ptr<float>();
         for (int64_t i = 0; i < n; ++i) to[i] = from[i] * s;
       }
     }
@@ -293,15 +301,18 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
         row[c] += bias[last][c];
         if (!(row[c] <= top)) top = row[c];  // NaN wins, so it reaches the loss and gradients
       }
-      double sum = 0.0;
-      for (int64_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(row[c] - top));
-      const double log_sum = static_cast<double>(top) + std::log(sum);
       if (k == 0) {
         std::copy(row, row + classes, logits.data_ptr<float>() + b * classes);
-        loss_sum += log_sum - static_cast<double>(row[labels[b]]);
+        loss_sum -= static_cast<double>(row[labels[b]] - top);
       }
+      double sum = 0.0;
       for (int64_t c = 0; c < classes; ++c) {
-        const float p = static_cast<float>(std::exp(static_cast<double>(row[c]) - log_sum));
+        row[c] = std::exp(row[c] - top);  // in (0, 1]: the softmax times sum
+        sum += row[c];
+      }
+      if (k == 0) loss_sum += std::log(sum);
+      for (int64_t c = 0; c < classes; ++c) {
+        const float p = static_cast<float>(row[c] / sum);
         row[c] = (c == labels[b] ? p - 1.0f : p) * scale;
       }
     }
@@ -353,11 +364,12 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(const torch::Te
       // This member's rows of the previous layer's output gradient: the parts summed in member
       // order (g is free again: its last reader was the GEMM above).
       const auto [p0, p1] = block_of(in, k, members);
-      for (int64_t i = p0 * batch; i < p1 * batch; ++i) {
-        float sum = buf.parts[l][0][static_cast<size_t>(i)];
-        for (int j = 1; j < members; ++j)
-          sum += buf.parts[l][static_cast<size_t>(j)][static_cast<size_t>(i)];
-        g[i - p0 * batch] = sum;
+      const int64_t count = (p1 - p0) * batch;
+      float* __restrict sum = g;
+      std::copy_n(buf.parts[l][0].data() + p0 * batch, count, sum);
+      for (int j = 1; j < members; ++j) {
+        const float* __restrict part_j = buf.parts[l][static_cast<size_t>(j)].data() + p0 * batch;
+        for (int64_t i = 0; i < count; ++i) sum[i] += part_j[i];
       }
       times_activation_derivative(g, buf.outputs[l - 1].data() + p0 * batch, (p1 - p0) * batch,
                                   act);

@@ -236,8 +236,7 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
   torch::NoGradGuard no_grad;
   bool finite = true;
   if (comm_->size() == 1) {  // nothing to reduce; still refuse non-finite gradients
-    for (const auto& named : grads)
-      finite = finite && detail::all_finite(named.second.contiguous());
+    for (const auto& named : grads) finite = finite && detail::all_finite(named.second);
     if (!finite) spdlog::warn("step {}: NaN/Inf in the gradients; skipping this step", step_);
     return finite ? Outcome::kApply : Outcome::kSkip;
   }

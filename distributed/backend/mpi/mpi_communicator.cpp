@@ -382,12 +382,12 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::allreduce(torch::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, "allreduce");
+  if (const SharedWindow* window = window_of(tensor)) {
+    shared_allreduce(*window, tensor, op);  // averages too
+    return;
+  }
   if (size_ > 1 && tensor.numel() > 0) {
     if (algorithm_ == AllreduceAlgorithm::kRing) {
-      if (const SharedWindow* window = window_of(tensor)) {
-        shared_allreduce(*window, tensor, op);  // averages too
-        return;
-      }
       ring_allreduce(tensor);
     } else {
       mpi_allreduce(tensor);
@@ -490,10 +490,7 @@ void MpiCommunicator::ring_allreduce(torch::Tensor& tensor) {
 
 bool MpiCommunicator::allreduce_all_finite(torch::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, "allreduce");
-  if (size_ > 1 && tensor.numel() > 0 && algorithm_ == AllreduceAlgorithm::kRing) {
-    if (const SharedWindow* window = window_of(tensor))
-      return shared_allreduce(*window, tensor, op);
-  }
+  if (const SharedWindow* window = window_of(tensor)) return shared_allreduce(*window, tensor, op);
   allreduce(tensor, op);
   return detail::all_finite(tensor);
 }
@@ -532,6 +529,7 @@ torch::Tensor MpiCommunicator::reduce_buffer(int64_t numel, torch::ScalarType ty
 }
 
 const MpiCommunicator::SharedWindow* MpiCommunicator::window_of(const torch::Tensor& tensor) const {
+  if (size_ == 1 || tensor.numel() == 0 || algorithm_ != AllreduceAlgorithm::kRing) return nullptr;
   const char* begin = static_cast<const char*>(tensor.data_ptr());
   const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
   for (const auto& w : windows_) {
@@ -543,7 +541,8 @@ const MpiCommunicator::SharedWindow* MpiCommunicator::window_of(const torch::Ten
   return nullptr;
 }
 
-void MpiCommunicator::shared_barrier(const std::string& what, double grace) {
+void MpiCommunicator::shared_barrier(const std::string& what) {
+  const double grace = rank_ == 0 ? 0.0 : 1.0;
   const uint64_t target = ++barriers_;
   __atomic_store_n(&control_[static_cast<size_t>(local_rank_)]->barriers, target, __ATOMIC_RELEASE);
   auto arrived = [&](const RankControl* c) {
@@ -579,8 +578,7 @@ bool MpiCommunicator::shared_allreduce(const SharedWindow& window, torch::Tensor
       static_cast<size_t>(static_cast<const char*>(tensor.data_ptr()) - window.slots[me]);
   const size_t elem = tensor.element_size();
   const bool average = op == ReduceOp::kAverage;
-  const double grace = rank_ == 0 ? 0.0 : 1.0;
-  shared_barrier("shared-memory allreduce (waiting for every rank's values)", grace);
+  shared_barrier("shared-memory allreduce (waiting for every rank's values)");
   const auto [lo, hi] = block_of(tensor.numel(), local_rank_, size_);
   bool finite = true;
   switch (window.type) {
@@ -598,7 +596,7 @@ bool MpiCommunicator::shared_allreduce(const SharedWindow& window, torch::Tensor
       break;
   }
   control_[me]->nonfinite = finite ? 0 : 1;
-  shared_barrier("shared-memory allreduce (waiting for every rank's sums)", grace);
+  shared_barrier("shared-memory allreduce (waiting for every rank's sums)");
   for (int k = 0; k < size_; ++k) {
     const RankControl* c = control_[static_cast<size_t>(k)];
     finite = finite && c->nonfinite == 0;
@@ -610,7 +608,7 @@ bool MpiCommunicator::shared_allreduce(const SharedWindow& window, torch::Tensor
   }
   // A third barrier: no rank may change its slot (the next step's gradients) before the others
   // have copied their blocks out of it.
-  shared_barrier("shared-memory allreduce (waiting for every rank's copies)", grace);
+  shared_barrier("shared-memory allreduce (waiting for every rank's copies)");
   return finite;
 }
 
@@ -662,7 +660,7 @@ std::string MpiCommunicator::agree(uint64_t signature, const std::function<std::
     // next agree() does not overwrite what a slower one is still reading.
     const size_t parity = (barriers_ + 1) % 2;
     control_[static_cast<size_t>(local_rank_)]->signature[parity] = signature;
-    shared_barrier(what, rank_ == 0 ? 0.0 : 1.0);
+    shared_barrier(what);
     bool differ = false;
     for (const RankControl* c : control_) differ = differ || c->signature[parity] != signature;
     return differ ? gather_mismatch(describe(), what) : "";

@@ -80,14 +80,16 @@ class MpiCommunicator : public Communicator {
   };
   void ring_allreduce(torch::Tensor& tensor);
   void mpi_allreduce(torch::Tensor& tensor);
-  /// The window whose slot (of this rank) holds `tensor`, or null.
+  /// The window whose slot (of this rank) holds `tensor`, if the ring reduces it there (more than
+  /// one rank, some elements, --allreduce ring); else null.
   const SharedWindow* window_of(const torch::Tensor& tensor) const;
   /// Returns whether every element of the result is finite (the same answer on every rank).
   bool shared_allreduce(const SharedWindow& window, torch::Tensor& tensor, ReduceOp op);
   /// Waits until every rank has entered as many shared barriers, with the stall check naming the
-  /// ranks that have not (`grace`: see poll_with_stall_check). What any rank wrote to shared
-  /// memory before entering is visible to every rank after it.
-  void shared_barrier(const std::string& what, double grace);
+  /// ranks that have not (rank 0 first: the others give it a second's grace, so one report comes
+  /// from rank 0). What any rank wrote to shared memory before entering is visible to every rank
+  /// after it.
+  void shared_barrier(const std::string& what);
   std::string gather_mismatch(const std::string& mine, const std::string& what);
 
   AllreduceAlgorithm algorithm_;

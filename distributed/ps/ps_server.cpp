@@ -398,8 +398,10 @@ class Service final : public ParameterServer::Service {
     quota_->Resize(static_cast<size_t>(std::clamp(bytes, kMinQuotaBytes, kMaxQuotaBytes)));
   }
 
-  /// Every registered training task other than `task` has said Done.
+  /// Every training task other than `task` has registered and said Done. One that has not
+  /// registered yet (still starting) is waited for too: it is told to stop at its first push.
   bool others_done(const std::string& task) const {
+    if (static_cast<int>(registered_.size()) < training_tasks_) return false;
     for (const auto& t : registered_)
       if (t != task && !done_.count(t)) return false;
     return true;

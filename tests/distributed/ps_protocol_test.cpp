@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -21,10 +22,11 @@ std::string floats(std::initializer_list<float> v) {
   return std::string(reinterpret_cast<const char*>(std::data(v)), v.size() * sizeof(float));
 }
 
-/// TF_CONFIG of a ps at `address` with one (absent) worker.
+/// TF_CONFIG of a ps at `address` with two (absent) workers.
 std::string ps_tf_config(const std::string& address) {
   return "{\"cluster\": {\"ps\": [\"" + address +
-         "\"], \"worker\": [\"127.0.0.1:1\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}";
+         "\"], \"worker\": [\"127.0.0.1:1\", \"127.0.0.1:2\"]}, \"task\": {\"type\": "
+         "\"ps\", \"index\": 0}}";
 }
 
 /// The chief's Init of a 4-value model with SGD, for one training task.
@@ -168,6 +170,42 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
   done.set_task("worker:0");
   DoneReply done_rep;
   ASSERT_TRUE(stub_->Done(ctx().get(), done, &done_rep).ok());
+}
+
+// The chief's Shutdown waits for every training task the Init announced, also one that has not
+// registered yet (a worker still starting when the ps was told to stop): it is let register,
+// learn of the stop and say Done, instead of finding the ps gone.
+TEST_F(PsProtocol, ShutdownWaitsForATaskThatHasNotRegisteredYet) {
+  InitRequest init = small_init();
+  init.set_training_tasks(2);
+  InitReply init_rep;
+  ASSERT_TRUE(stub_->Init(ctx().get(), init, &init_rep).ok());
+  RegisterRequest reg;
+  reg.set_task("worker:0");
+  RegisterReply reg_rep;
+  ASSERT_TRUE(stub_->Register(ctx().get(), reg, &reg_rep).ok());
+  std::atomic<bool> returned{false};
+  grpc::Status shutdown;
+  std::thread chief([&] {
+    ShutdownRequest req;
+    req.set_task("worker:0");
+    ShutdownReply rep;
+    shutdown = stub_->Shutdown(ctx().get(), req, &rep);
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_FALSE(returned) << "shut down before worker:1 registered";
+  reg.set_task("worker:1");
+  const grpc::Status late = stub_->Register(ctx().get(), reg, &reg_rep);
+  EXPECT_TRUE(late.ok()) << late.error_message();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_FALSE(returned) << "shut down before worker:1 said Done";
+  DoneRequest done;
+  done.set_task("worker:1");
+  DoneReply done_rep;
+  EXPECT_TRUE(stub_->Done(ctx().get(), done, &done_rep).ok());
+  chief.join();
+  EXPECT_TRUE(shutdown.ok()) << shutdown.error_message();
 }
 
 TEST_F(PsProtocol, ASecondPsOnTheSameAddressFailsNamingIt) {

@@ -13,32 +13,34 @@ namespace dtrain::models {
 
 namespace {
 
-/// g *= activation'(a), from the activation's output a.
-void times_activation_derivative(torch::Tensor& g, const torch::Tensor& a, const std::string& act) {
-  if (act == "relu") {
-    g.masked_fill_(a.le(0), 0);  // as autograd's threshold_backward
-  } else if (act == "tanh") {
-    g.mul_(1 - a * a);
-  } else {
-    g.mul_(a * (1 - a));
-  }
+enum class Activation { kRelu, kTanh, kSigmoid };
+
+/// --activation's value (checked by reset()).
+Activation activation_kind(const std::string& act) {
+  if (act == "relu") return Activation::kRelu;
+  return act == "tanh" ? Activation::kTanh : Activation::kSigmoid;
 }
 
-void activate(torch::Tensor& x, const std::string& act) {
-  if (act == "relu") {
+/// x = activation(x), in place.
+void activate(torch::Tensor& x, Activation act) {
+  if (act == Activation::kRelu) {
     x.relu_();
-  } else if (act == "tanh") {
+  } else if (act == Activation::kTanh) {
     x.tanh_();
   } else {
     x.sigmoid_();
   }
 }
 
-enum class Activation { kRelu, kTanh, kSigmoid };
-
-Activation activation_kind(const std::string& act) {
-  if (act == "relu") return Activation::kRelu;
-  return act == "tanh" ? Activation::kTanh : Activation::kSigmoid;
+/// g *= activation'(a), from the activation's output a.
+void times_activation_derivative(torch::Tensor& g, const torch::Tensor& a, Activation act) {
+  if (act == Activation::kRelu) {
+    g.masked_fill_(a.le(0), 0);  // as autograd's threshold_backward
+  } else if (act == Activation::kTanh) {
+    g.mul_(1 - a * a);
+  } else {
+    g.mul_(a * (1 - a));
+  }
 }
 
 // The loops below are written so that GCC vectorises them (no branches, __restrict): as scalar
@@ -62,7 +64,7 @@ void add_bias_and_activate(float* __restrict out, const float* __restrict bias, 
   }
   if (act != Activation::kRelu) {  // LibTorch's vectorised tanh and sigmoid, on the whole block
     torch::Tensor block = torch::from_blob(out, {rows * batch}, torch::kFloat32);
-    act == Activation::kTanh ? block.tanh_() : block.sigmoid_();
+    activate(block, act);
   }
 }
 
@@ -113,18 +115,10 @@ void MlpImpl::reset() {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
   torch::Tensor x = input;
-  const auto& act = options.activation();
+  const Activation act = activation_kind(options.activation());
   for (size_t i = 0; i < linears_.size(); ++i) {
     x = linears_[i]->forward(x);
-    if (i + 1 < linears_.size()) {
-      if (act == "relu") {
-        x = torch::relu_(x);
-      } else if (act == "tanh") {
-        x = torch::tanh(x);
-      } else {
-        x = torch::sigmoid(x);
-      }
-    }
+    if (i + 1 < linears_.size()) activate(x, act);  // in place: Linear's backward keeps no output
   }
   return x;
 }
@@ -135,7 +129,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
   torch::NoGradGuard no_grad;
   TORCH_CHECK(grads.empty() || grads.size() == 2 * linears_.size(),
               "train_step: expected one gradient tensor per parameter");
-  const auto& act = options.activation();
+  const Activation act = activation_kind(options.activation());
   // Forward, keeping each layer's input (post-activation) for the backward pass.
   std::vector<torch::Tensor> inputs;
   inputs.reserve(linears_.size());

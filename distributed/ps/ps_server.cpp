@@ -189,7 +189,7 @@ class Service final : public ParameterServer::Service {
       cv_.notify_all();
     } else if (auto s = wait(
                    lock, [&] { return sync_step_ >= step; },
-                   "step " + std::to_string(step) + " waiting for " + missing_pushers());
+                   "step " + std::to_string(step) + " waiting for " + missing(pushed_));
                !s.ok()) {
       return s;
     }
@@ -246,9 +246,7 @@ class Service final : public ParameterServer::Service {
     std::unique_lock<std::mutex> lock(mu_);
     if (!initialized_) return {StatusCode::FAILED_PRECONDITION, "GetState before Init"};
     if (req->wait_for_workers()) {
-      if (auto s = wait(
-              lock, [&] { return others_done(req->task()); }, "waiting for workers to finish");
-          !s.ok())
+      if (auto s = wait_for_others(lock, req->task(), "waiting for workers to finish"); !s.ok())
         return s;
     }
     to_slice(shard_, begin_, rep->mutable_slice());
@@ -277,9 +275,8 @@ class Service final : public ParameterServer::Service {
     std::unique_lock<std::mutex> lock(mu_);
     // After a stop the others may still be saying Done (or, async, pushing their last step):
     // they are let finish first. A failure or the wait's bound ends it anyway.
-    if (auto s = wait(
-            lock, [&] { return others_done(req->task()); },
-            "waiting for the other tasks to finish before shutting down");
+    if (auto s = wait_for_others(lock, req->task(),
+                                 "waiting for the other tasks to finish before shutting down");
         !s.ok()) {
       spdlog::warn("shutting down without them: {}", s.error_message());
     }
@@ -407,12 +404,27 @@ class Service final : public ParameterServer::Service {
     return true;
   }
 
-  std::string missing_pushers() const {
-    std::vector<std::string> missing;
+  /// Waits until others_done(task); a timeout names who is missing.
+  Status wait_for_others(std::unique_lock<std::mutex>& lock, const std::string& task,
+                         const std::string& what) {
+    Status s = wait(
+        lock, [&] { return others_done(task); }, what);
+    if (s.error_code() != StatusCode::DEADLINE_EXCEEDED) return s;
+    return {s.error_code(), s.error_message() + " (not finished: " + missing(done_, task) + ")"};
+  }
+
+  /// For messages: the training tasks other than `task` that are not in `tasks` (by name when
+  /// registered, else how many have not registered yet).
+  std::string missing(const std::set<std::string>& tasks, const std::string& task = "") const {
+    std::vector<std::string> names;
     for (const auto& t : registered_) {
-      if (!pushed_.count(t)) missing.push_back(t);
+      if (t != task && !tasks.count(t)) names.push_back(t);
     }
-    return missing.empty() ? "other workers" : fmt::format("{}", fmt::join(missing, ", "));
+    if (const int unregistered = training_tasks_ - static_cast<int>(registered_.size());
+        unregistered > 0) {
+      names.push_back(std::to_string(unregistered) + " task(s) not registered yet");
+    }
+    return names.empty() ? "other workers" : fmt::format("{}", fmt::join(names, ", "));
   }
 
   void apply(const torch::Tensor& grad) {

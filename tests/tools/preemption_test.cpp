@@ -159,14 +159,20 @@ TEST_F(Preemption, StepCheckpointsSurviveAKillAndOnlyTheNewestAreKept) {
 
 TEST_F(Preemption, RanksAgreeOnTheStepAndResumeToTheUninterruptedWeights) {
   TempDir full, out;
-  run(train(full.path(), true));
+  // 4 epochs (the suite's longest test with 12): still several seconds of training to stop in.
+  const auto ring = [this](const TempDir& dir) {
+    auto argv = train(dir.path(), true);
+    argv.insert(argv.end(), {"--epochs", "4"});
+    return argv;
+  };
+  run(ring(full));
   std::mt19937 rng(std::random_device{}());
-  const auto [code, output] = run_and_signal(train(out.path(), true), SIGTERM, rng);
+  const auto [code, output] = run_and_signal(ring(out), SIGTERM, rng);
   EXPECT_NE(code, 0) << output;
   const size_t at = output.find("stopped after step");
   ASSERT_NE(at, std::string::npos) << "exit " << code << ":\n" << output;
   EXPECT_EQ(output.find("MPI_ABORT"), std::string::npos) << output;
-  auto resume = train(out.path(), true);
+  auto resume = ring(out);
   resume.insert(resume.end(), {"--resume-from", "auto"});
   run(resume);
   EXPECT_TRUE(

@@ -1,5 +1,6 @@
 # Dependencies of the GPU profile (DTRAIN_PROFILE=gpu): nothing compiled for another ABI.
-# fmt and spdlog are used header-only, JSON is header-only, GoogleTest is built from source;
+# fmt and spdlog are used header-only (except in the fuzz build, which has Debian's), JSON is
+# header-only, GoogleTest is built from source;
 # zlib and OpenSSL's libcrypto are C libraries (no C++ ABI). Each comes from the system when it
 # has it, else from DTRAIN_DEPS_DIR, a folder made on a Debian machine by
 # `tools/gpu-check.sh --bundle DIR` (for GPU machines with no package manager). When
@@ -26,16 +27,26 @@ function(dtrain_header_only target header defines)
                                              INTERFACE_COMPILE_DEFINITIONS "${defines}")
 endfunction()
 
-dtrain_header_only(nlohmann_json::nlohmann_json nlohmann/json.hpp "")
-dtrain_header_only(fmt::fmt fmt/format-inl.h "FMT_HEADER_ONLY=1")
-dtrain_header_only(spdlog::spdlog spdlog/spdlog-inl.h "SPDLOG_HEADER_ONLY;SPDLOG_FMT_EXTERNAL=1")
-set_property(TARGET spdlog::spdlog PROPERTY INTERFACE_LINK_LIBRARIES fmt::fmt)
-# LibTorch 2.x ships its own, newer fmt in its include folder, which would otherwise come first
-# (spdlog 1.10 does not build against fmt 12): a bundle's fmt and spdlog are searched before it.
-# (Not /usr/include: naming it with -isystem breaks the C++ library's #include_next.)
-if(NOT DTRAIN_INCLUDE_fmt_format_inl_h MATCHES "^/usr(/local)?/include/?$")
-  include_directories(BEFORE SYSTEM "${DTRAIN_INCLUDE_fmt_format_inl_h}"
-                                    "${DTRAIN_INCLUDE_spdlog_spdlog_inl_h}")
+if(DTRAIN_FUZZ)
+  # The fuzz build is Debian's clang against Debian's LibTorch, one ABI: it links Debian's
+  # compiled fmt and spdlog. Header-only spdlog made each source's compile under the sanitizers
+  # 41 s instead of 25 s (core/trainer.cpp), most of the suite's longest test.
+  find_package(nlohmann_json REQUIRED)
+  find_package(fmt REQUIRED)
+  find_package(spdlog REQUIRED)
+else()
+  dtrain_header_only(nlohmann_json::nlohmann_json nlohmann/json.hpp "")
+  dtrain_header_only(fmt::fmt fmt/format-inl.h "FMT_HEADER_ONLY=1")
+  dtrain_header_only(spdlog::spdlog spdlog/spdlog-inl.h "SPDLOG_HEADER_ONLY;SPDLOG_FMT_EXTERNAL=1")
+  set_property(TARGET spdlog::spdlog PROPERTY INTERFACE_LINK_LIBRARIES fmt::fmt)
+  # LibTorch 2.x ships its own, newer fmt in its include folder, which would otherwise come
+  # first (spdlog 1.10 does not build against fmt 12): a bundle's fmt and spdlog are searched
+  # before it. (Not /usr/include: naming it with -isystem breaks the C++ library's
+  # #include_next.)
+  if(NOT DTRAIN_INCLUDE_fmt_format_inl_h MATCHES "^/usr(/local)?/include/?$")
+    include_directories(BEFORE SYSTEM "${DTRAIN_INCLUDE_fmt_format_inl_h}"
+                                      "${DTRAIN_INCLUDE_spdlog_spdlog_inl_h}")
+  endif()
 endif()
 
 if(DTRAIN_DEPS_DIR)

@@ -47,8 +47,10 @@ void check_output_folder(const fs::path& dir, std::uint64_t needed_bytes, const 
                       (ec ? ec.message() : "a file of that name is in the way"));
   }
   try {
+    // Permissions, space for a small file and the rename that outputs use; no fsync: the probe
+    // is removed at once, and waiting for the disk would only slow every start.
     const fs::path probe = dir / ".dtrain-write-check";
-    write_file_atomic(probe, "dtrain checks that this folder takes writes\n");
+    write_file_atomic(probe, "dtrain checks that this folder takes writes\n", /*durable=*/false);
     fs::remove(probe, ec);
   } catch (const IoError& e) {
     throw ConfigError(where + ": not writable: " + e.what());
@@ -79,7 +81,7 @@ ScopedTempDir::~ScopedTempDir() {
   fs::remove_all(path_, ec);
 }
 
-void write_file_atomic(const fs::path& path, std::string_view bytes) {
+void write_file_atomic(const fs::path& path, std::string_view bytes, bool durable) {
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -94,7 +96,8 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   ::fchmod(fd, 0644);  // mkstemp creates 0600; outputs are ordinary readable files
   try {
     write_all(fd, bytes, tmp);
-    if (::fsync(fd) != 0) throw IoError(tmp.string() + ": fsync failed: " + errno_text());
+    if (durable && ::fsync(fd) != 0)
+      throw IoError(tmp.string() + ": fsync failed: " + errno_text());
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -109,6 +112,7 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
     ::unlink(tmp.c_str());
     throw IoError("cannot rename " + tmp.string() + " to " + path.string() + ": " + why);
   }
+  if (!durable) return;
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);  // best effort: some file systems refuse fsync on folders

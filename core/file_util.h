@@ -10,8 +10,10 @@ namespace dtrain {
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,
 /// then fsync of the folder. Readers see either the old file or the complete new one.
-/// Creates missing parent folders. Throws IoError naming the path on failure.
-void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
+/// Creates missing parent folders. Throws IoError naming the path on failure. `durable` false
+/// leaves out the two fsyncs (for a file that need not survive a crash).
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes,
+                       bool durable = true);
 
 /// Fails fast on an output folder that cannot take a run's files: creates `dir`, writes, fsyncs
 /// and removes a probe file in it, and checks that the file system has at least `needed_bytes`

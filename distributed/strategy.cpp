@@ -134,4 +134,6 @@ std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
 
 void abort_job(int exit_code) { abort_mpi_job(exit_code); }
 
+void finish_job() { finalize_mpi(); }
+
 }  // namespace dtrain::distributed

@@ -27,4 +27,8 @@ std::optional<int> serve_if_parameter_server(const RunConfig& config);
 /// with `exit_code` (so no peer waits forever); otherwise returns.
 void abort_job(int exit_code);
 
+/// Called by main() before it ends the process without static destructors: finalises MPI if this
+/// process started it.
+void finish_job();
+
 }  // namespace dtrain::distributed

@@ -124,9 +124,28 @@ TEST(FileUtil, AtomicWriteLeavesNoTempFiles) {
   write_file_atomic(dir / "sub" / "f.txt", "one");
   write_file_atomic(dir / "sub" / "f.txt", "two");
   EXPECT_EQ(read_file(dir / "sub" / "f.txt"), "two");
+  write_file_atomic(dir / "sub" / "f.txt", "three", /*durable=*/false);
+  EXPECT_EQ(read_file(dir / "sub" / "f.txt"), "three");
   int files = 0;
   for (auto& e : std::filesystem::directory_iterator(dir / "sub")) files += e.is_regular_file();
   EXPECT_EQ(files, 1);
+}
+
+TEST(FileUtil, OutputFolderCheckCreatesTheFolderAndLeavesNothingInIt) {
+  TempDir dir;
+  check_output_folder(dir / "out", 1024, "--output-dir");
+  ASSERT_TRUE(std::filesystem::is_directory(dir / "out"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "out"));
+  write_file_atomic(dir / "file", "x");
+  try {
+    check_output_folder(dir / "file" / "out", 1024, "--output-dir");
+    FAIL() << "a folder under a file was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--output-dir " + (dir / "file" / "out").string()),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(check_output_folder(dir / "out", uint64_t{1} << 62, "--output-dir"), ConfigError);
 }
 
 }  // namespace

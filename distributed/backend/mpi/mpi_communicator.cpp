@@ -34,7 +34,8 @@ using Clock = std::chrono::steady_clock;
 
 struct MpiRuntime {
   bool initialized_here = false;
-  ~MpiRuntime() {
+  ~MpiRuntime() { finalize(); }
+  void finalize() const {
     int init = 0, fin = 0;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
@@ -316,6 +317,8 @@ void ensure_mpi_initialized() {
   // Errors come back as return codes (checked by MPI_CHECK), not as MPI's default abort.
   MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
 }
+
+void finalize_mpi() { runtime().finalize(); }
 
 void abort_mpi_job(int exit_code) {
   int init = 0, fin = 0, size = 1;

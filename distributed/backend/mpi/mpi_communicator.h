@@ -21,6 +21,10 @@ bool launched_by_mpi();
 /// exit. Call before any other MPI use.
 void ensure_mpi_initialized();
 
+/// MPI_Finalize, if ensure_mpi_initialized() started MPI and it is still running; else nothing.
+/// For a process that exits without running static destructors (dtrain's main).
+void finalize_mpi();
+
 /// Ends every process of the job with `exit_code` if MPI is running with more than one rank
 /// (MPI_Abort); returns otherwise. Used when one rank fails alone, so the others do not hang.
 void abort_mpi_job(int exit_code);

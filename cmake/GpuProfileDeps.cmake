@@ -27,14 +27,10 @@ function(dtrain_header_only target header defines)
                                              INTERFACE_COMPILE_DEFINITIONS "${defines}")
 endfunction()
 
-if(DTRAIN_FUZZ)
-  # The fuzz build is Debian's clang against Debian's LibTorch, one ABI: it links Debian's
-  # compiled fmt and spdlog. Header-only spdlog made each source's compile under the sanitizers
-  # 41 s instead of 25 s (core/trainer.cpp), most of the suite's longest test.
-  find_package(nlohmann_json REQUIRED)
-  find_package(fmt REQUIRED)
-  find_package(spdlog REQUIRED)
-else()
+# The fuzz build has Debian's compiled fmt and spdlog (CMakeLists.txt: DTRAIN_SYSTEM_FMT):
+# header-only spdlog made each source's compile under the sanitizers 41 s instead of 25 s
+# (core/trainer.cpp), most of the suite's longest test.
+if(NOT DTRAIN_SYSTEM_FMT)
   dtrain_header_only(nlohmann_json::nlohmann_json nlohmann/json.hpp "")
   dtrain_header_only(fmt::fmt fmt/format-inl.h "FMT_HEADER_ONLY=1")
   dtrain_header_only(spdlog::spdlog spdlog/spdlog-inl.h "SPDLOG_HEADER_ONLY;SPDLOG_FMT_EXTERNAL=1")

@@ -189,7 +189,7 @@ class Service final : public ParameterServer::Service {
       cv_.notify_all();
     } else if (auto s = wait(
                    lock, [&] { return sync_step_ >= step; },
-                   "step " + std::to_string(step) + " waiting for " + missing(pushed_));
+                   "step " + std::to_string(step) + " waiting for " + names(missing(pushed_)));
                !s.ok()) {
       return s;
     }
@@ -397,12 +397,7 @@ class Service final : public ParameterServer::Service {
 
   /// Every training task other than `task` has registered and said Done. One that has not
   /// registered yet (still starting) is waited for too: it is told to stop at its first push.
-  bool others_done(const std::string& task) const {
-    if (static_cast<int>(registered_.size()) < training_tasks_) return false;
-    for (const auto& t : registered_)
-      if (t != task && !done_.count(t)) return false;
-    return true;
-  }
+  bool others_done(const std::string& task) const { return missing(done_, task).empty(); }
 
   /// Waits until others_done(task); a timeout names who is missing.
   Status wait_for_others(std::unique_lock<std::mutex>& lock, const std::string& task,
@@ -410,21 +405,27 @@ class Service final : public ParameterServer::Service {
     Status s = wait(
         lock, [&] { return others_done(task); }, what);
     if (s.error_code() != StatusCode::DEADLINE_EXCEEDED) return s;
-    return {s.error_code(), s.error_message() + " (not finished: " + missing(done_, task) + ")"};
+    return {s.error_code(),
+            s.error_message() + " (not finished: " + names(missing(done_, task)) + ")"};
   }
 
-  /// For messages: the training tasks other than `task` that are not in `tasks` (by name when
-  /// registered, else how many have not registered yet).
-  std::string missing(const std::set<std::string>& tasks, const std::string& task = "") const {
-    std::vector<std::string> names;
+  /// The training tasks other than `task` that are not in `tasks`: the registered ones by name,
+  /// then, if some have not registered yet, how many.
+  std::vector<std::string> missing(const std::set<std::string>& tasks,
+                                   const std::string& task = "") const {
+    std::vector<std::string> out;
     for (const auto& t : registered_) {
-      if (t != task && !tasks.count(t)) names.push_back(t);
+      if (t != task && !tasks.count(t)) out.push_back(t);
     }
     if (const int unregistered = training_tasks_ - static_cast<int>(registered_.size());
         unregistered > 0) {
-      names.push_back(std::to_string(unregistered) + " task(s) not registered yet");
+      out.push_back(std::to_string(unregistered) + " task(s) not registered yet");
     }
-    return names.empty() ? "other workers" : fmt::format("{}", fmt::join(names, ", "));
+    return out;
+  }
+
+  static std::string names(const std::vector<std::string>& tasks) {
+    return tasks.empty() ? "other workers" : fmt::format("{}", fmt::join(tasks, ", "));
   }
 
   void apply(const torch::Tensor& grad) {

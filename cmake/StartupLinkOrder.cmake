@@ -13,8 +13,9 @@
 # symbol defined in several libraries binds to the first in the new order. Measured on Debian 12,
 # those are inline functions and template instantiations (which C++ requires to be the same code
 # everywhere), copy-relocated variables, OpenBLAS's BLAS/LAPACK entry points (now from
-# libopenblas itself instead of its libblas/liblapack wrappers: the same code) and a private
-# strlcat in libnetcdf; training gives bit-identical results. The result is the interface target
+# libopenblas itself instead of its libblas/liblapack wrappers: the same code), three OpenGL entry
+# points (libGL's instead of libOpenGL's, both GLVND dispatchers) and a private strlcat in
+# libnetcdf; training gives bit-identical results. The result is the interface target
 # dtrain_startup_order (empty when turned off, or when the probe cannot run). Full profile only:
 # the GPU profile's LibTorch (a pip PyTorch's) is a handful of libraries.
 

@@ -15,9 +15,10 @@ namespace dtrain {
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes,
                        bool durable = true);
 
-/// Fails fast on an output folder that cannot take a run's files: creates `dir`, writes, fsyncs
-/// and removes a probe file in it, and checks that the file system has at least `needed_bytes`
-/// free. Throws ConfigError (exit 2) naming `flag`, the folder and the reason.
+/// Fails fast on an output folder that cannot take a run's files: creates `dir`, writes a probe
+/// file in it the way outputs are written (temporary file, rename; no fsync) and removes it, and
+/// checks that the file system has at least `needed_bytes` free. Throws ConfigError (exit 2) naming
+/// `flag`, the folder and the reason.
 void check_output_folder(const std::filesystem::path& dir, std::uint64_t needed_bytes,
                          const std::string& flag);
 

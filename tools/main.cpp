@@ -79,6 +79,7 @@ int run(int argc, char** argv) {
     // Every rank stopped after the same step (they agree on it): no MPI_Abort, which would kill
     // the others before they finish; the launcher sees 128 + signal from each.
     spdlog::error("{}", e.what());
+    spdlog::default_logger()->flush();
     return e.exit_code();
   } catch (const dtrain::Error& e) {
     spdlog::error("{}", e.what());

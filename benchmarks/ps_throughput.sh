@@ -6,14 +6,9 @@
 #   benchmarks/ps_throughput.sh [REPEATS] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=3 json=""
-while (($#)); do
-  case $1 in
-    --json) json=${2:?--json needs a file}; shift 2 ;;
-    [0-9]*) repeats=$1; shift ;;
-    *) echo "usage: benchmarks/ps_throughput.sh [REPEATS] [--json FILE]" >&2; exit 2 ;;
-  esac
-done
+source benchmarks/bench_args.sh
+repeats=3
+bench_args "benchmarks/ps_throughput.sh [REPEATS] [--json FILE]" "$@"
 data=build/mnist
 [[ -x build/bin/dtrain && -f $data/train-images-idx3-ubyte ]] || { echo "# build and fetch MNIST first" >&2; exit 2; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -6,15 +6,10 @@
 #   benchmarks/scaling.sh [REPEATS] [ring|mpi] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=3 algo=ring json=""
-while (($#)); do
-  case $1 in
-    --json) json=${2:?--json needs a file}; shift 2 ;;
-    ring|mpi) algo=$1; shift ;;
-    [0-9]*) repeats=$1; shift ;;
-    *) echo "usage: benchmarks/scaling.sh [REPEATS] [ring|mpi] [--json FILE]" >&2; exit 2 ;;
-  esac
-done
+source benchmarks/bench_args.sh
+repeats=3 bench_words="ring mpi" bench_word=ring
+bench_args "benchmarks/scaling.sh [REPEATS] [ring|mpi] [--json FILE]" "$@"
+algo=$bench_word
 data=build/mnist
 [[ -x build/bin/dtrain && -f $data/train-images-idx3-ubyte ]] || { echo "# build and fetch MNIST first" >&2; exit 2; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -11,14 +11,9 @@
 #   benchmarks/startup.sh [REPEATS] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=7 json=""
-while (($#)); do
-  case $1 in
-    --json) json=${2:?--json needs a file}; shift 2 ;;
-    [0-9]*) repeats=$1; shift ;;
-    *) echo "usage: benchmarks/startup.sh [REPEATS] [--json FILE]" >&2; exit 2 ;;
-  esac
-done
+source benchmarks/bench_args.sh
+repeats=7
+bench_args "benchmarks/startup.sh [REPEATS] [--json FILE]" "$@"
 data=build/mnist
 for b in dtrain torch_load_probe torch_load_probe_ordered; do
   [[ -x build/bin/$b ]] || { echo "# build first: bash tools/build.sh (build/bin/$b is missing)" >&2; exit 2; }

@@ -7,14 +7,9 @@
 #   [EPOCHS=N] benchmarks/train_throughput.sh [REPEATS] [--json FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=3 json=""
-while (($#)); do
-  case $1 in
-    --json) json=${2:?--json needs a file}; shift 2 ;;
-    [0-9]*) repeats=$1; shift ;;
-    *) echo "usage: benchmarks/train_throughput.sh [REPEATS] [--json FILE]" >&2; exit 2 ;;
-  esac
-done
+source benchmarks/bench_args.sh
+repeats=3
+bench_args "benchmarks/train_throughput.sh [REPEATS] [--json FILE]" "$@"
 command_line="benchmarks/train_throughput.sh $repeats${json:+ --json $json}"
 epochs=${EPOCHS:-2}  # per process; each process reports its fastest epoch
 data=build/mnist

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 
 #include "core/errors.h"
 #include "core/file_util.h"
@@ -194,11 +195,16 @@ class Service final : public ParameterServer::Service {
       return s;
     }
     // The next step cannot complete before this task pushes it: these are still this step's.
+    // The values are copied outside mu_, so that every task's reply is built at once rather
+    // than one after the other (values_mu_ keeps out an update from a task that pushes again
+    // before its reply).
     rep->set_skipped(last_skipped_);
     rep->set_stop_signal(last_stop_);
     rep->set_checkpoint(last_checkpoint_);
-    to_slice(shard_, begin_, rep->mutable_slice());
     rep->set_version(version_);
+    lock.unlock();
+    std::shared_lock<std::shared_mutex> reading(values_mu_);
+    to_slice(shard_, begin_, rep->mutable_slice());
     return Status::OK;
   }
 
@@ -429,6 +435,7 @@ class Service final : public ParameterServer::Service {
   }
 
   void apply(const torch::Tensor& grad) {
+    std::unique_lock<std::shared_mutex> writing(values_mu_);
     shard_.mutable_grad() = grad;
     opt_->step();
     shard_.mutable_grad() = torch::Tensor();  // it may be a view of a request
@@ -437,6 +444,7 @@ class Service final : public ParameterServer::Service {
   ServerOptions o_;
   Clock::time_point started_;
   std::mutex mu_;
+  std::shared_mutex values_mu_;  // shard_'s values: apply() writes with mu_ held too
   std::condition_variable cv_;
   bool initialized_ = false, shutdown_ = false, last_skipped_ = false;
   int step_stop_ = 0, last_stop_ = 0, stop_ = 0;  // stop signals: this step's, the last's, async

@@ -10,6 +10,11 @@
 
 namespace dtrain::distributed::ps {
 
+const char* push_method() {
+  static const std::string name = "/" + std::string(ParameterServer::service_full_name()) + "/Push";
+  return name.c_str();
+}
+
 void retain_freed_memory() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest; bigger blocks are mapped anyway
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
@@ -31,36 +36,24 @@ void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice) {
   slice->set_values(to_bytes(values));
 }
 
+void check_slice(const std::string& what, bool float16, int64_t begin, size_t bytes,
+                 int64_t expected_begin, int64_t count) {
+  const int64_t width = float16 ? 2 : 4;
+  if (begin != expected_begin || bytes != static_cast<size_t>(count * width)) {
+    throw std::invalid_argument(what + ": expected " + (float16 ? "float16" : "float32") +
+                                " values for [" + std::to_string(expected_begin) + ", " +
+                                std::to_string(expected_begin + count) + ") (" +
+                                std::to_string(count * width) + " bytes), got begin " +
+                                std::to_string(begin) + " and " + std::to_string(bytes) + " bytes");
+  }
+}
+
 torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count,
                          const std::string& what) {
-  const int64_t width = slice.float16() ? 2 : 4;
-  if (slice.begin() != begin || slice.values().size() != static_cast<size_t>(count * width)) {
-    throw std::invalid_argument(
-        what + ": expected " + (slice.float16() ? "float16" : "float32") + " values for [" +
-        std::to_string(begin) + ", " + std::to_string(begin + count) + ") (" +
-        std::to_string(count * width) + " bytes), got begin " + std::to_string(slice.begin()) +
-        " and " + std::to_string(slice.values().size()) + " bytes");
-  }
+  check_slice(what, slice.float16(), slice.begin(), slice.values().size(), begin, count);
   return torch::from_blob(const_cast<char*>(slice.values().data()), {count},
                           slice.float16() ? torch::kHalf : torch::kFloat);
 }
-
-namespace {
-
-/// Calls fn(tensor, first element in it, elements, offset in [begin, end)) for each part of the
-/// flat range [begin, end) that lies in one of `tensors`.
-template <typename Fn>
-void for_each_part(const NamedTensors& tensors, int64_t begin, int64_t end, Fn fn) {
-  int64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + t.numel());
-    if (lo < hi) fn(t, lo - offset, hi - lo, lo - begin);
-    offset += t.numel();
-    if (offset >= end) break;
-  }
-}
-
-}  // namespace
 
 void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice, bool half) {
   const auto type = half ? torch::kHalf : torch::kFloat;

@@ -3,6 +3,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +19,10 @@ namespace dtrain::distributed::ps {
 
 /// Metadata key that carries DTRAIN_CLUSTER_TOKEN on every RPC.
 constexpr const char* kTokenKey = "dtrain-token";
+
+/// The full name of Push, which both ends call on byte buffers (ps_wire.h), not through the
+/// generated code.
+const char* push_method();
 
 /// TLS for the cluster's gRPC traffic (--tls-cert, --tls-key, --tls-ca): PEM text read at start.
 /// A ps serves with cert/key; with a CA it also requires and verifies client certificates
@@ -51,6 +56,24 @@ void to_slice(const torch::Tensor& values, int64_t begin, Slice* slice);
 /// std::invalid_argument with what differs. The tensor (float or half) is a view of the slice's
 /// bytes (no copy): valid while `slice` lives and is not modified.
 torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count, const std::string& what);
+
+/// Throws std::invalid_argument naming `what` unless a slice (`begin`, `bytes` of float32 or
+/// float16 values) holds exactly [expected_begin, expected_begin + count).
+void check_slice(const std::string& what, bool float16, int64_t begin, size_t bytes,
+                 int64_t expected_begin, int64_t count);
+
+/// Calls fn(tensor, first element in it, elements, offset in [begin, end)) for each part of the
+/// flat range [begin, end) of the vector `tensors` make up that lies in one of them.
+template <typename Fn>
+void for_each_part(const NamedTensors& tensors, int64_t begin, int64_t end, Fn fn) {
+  int64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + t.numel());
+    if (lo < hi) fn(t, lo - offset, hi - lo, lo - begin);
+    offset += t.numel();
+    if (offset >= end) break;
+  }
+}
 
 /// The model as the protocol's flat vector without building it: `tensors` concatenated,
 /// flattened, in order. copy_range writes elements [begin, end) into `slice` as float32, or

@@ -10,7 +10,6 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <shared_mutex>
 
 #include "core/errors.h"
 #include "core/file_util.h"
@@ -18,6 +17,7 @@
 #include "core/stop_signal.h"
 #include "distributed/detail.h"
 #include "distributed/ps/ps_common.h"
+#include "distributed/ps/ps_wire.h"
 
 namespace dtrain::distributed::ps {
 
@@ -28,9 +28,18 @@ using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
 
-class Service final : public ParameterServer::Service {
+class Service final : public PsService {
  public:
-  explicit Service(ServerOptions o) : o_(std::move(o)), started_(Clock::now()) {}
+  explicit Service(ServerOptions o) : o_(std::move(o)), started_(Clock::now()) {
+    // Push on byte buffers, in place of the generated method (which the base class removes).
+    AddMethod(new grpc::internal::RpcServiceMethod(
+        push_method(), grpc::internal::RpcMethod::NORMAL_RPC,
+        new grpc::internal::RpcMethodHandler<Service, grpc::ByteBuffer, grpc::ByteBuffer>(
+            [](Service* s, ServerContext* ctx, const grpc::ByteBuffer* req, grpc::ByteBuffer* rep) {
+              return s->push(ctx, *req, rep);
+            },
+            this)));
+  }
 
   static constexpr int64_t kMinQuotaBytes = int64_t{64} << 20;
   static constexpr int64_t kMaxQuotaBytes = int64_t{64} << 30;
@@ -122,71 +131,79 @@ class Service final : public ParameterServer::Service {
     return Status::OK;
   }
 
-  Status Push(ServerContext* ctx, const PushRequest* req, PushReply* rep) override {
-    if (auto s = admit(ctx, req->task()); !s.ok()) return s;
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!initialized_ || !registered_.count(req->task())) {
-      return {StatusCode::FAILED_PRECONDITION,
-              req->task() + " pushed before registering with " + o_.task};
+  Status push(grpc::ServerContextBase* ctx, const grpc::ByteBuffer& request,
+              grpc::ByteBuffer* reply) override {
+    PushRequest req;  // every field but the gradient, which is read in place
+    WireSlice gradient;
+    if (const std::string e =
+            parse_with_slice(request, PushRequest::kGradientFieldNumber, &req, &gradient);
+        !e.empty()) {
+      return {StatusCode::INVALID_ARGUMENT, o_.task + ": a Push with " + e};
     }
-    torch::Tensor g;  // a view of the request: used before this call returns, never kept
-    try {
-      g = view_slice(req->gradient(), begin_, end_ - begin_,
-                     req->task() + "'s gradient to " + o_.task);
-      if (g.scalar_type() != torch::kFloat) g = g.to(torch::kFloat);  // --compression fp16
+    if (auto s = admit(ctx, req.task()); !s.ok()) return s;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!initialized_ || !registered_.count(req.task())) {
+      return {StatusCode::FAILED_PRECONDITION,
+              req.task() + " pushed before registering with " + o_.task};
+    }
+    try {  // float16 with --compression fp16
+      gradient.check(begin_, end_ - begin_, /*allow_half=*/true,
+                     req.task() + "'s gradient to " + o_.task);
     } catch (const std::exception& e) {
-      spdlog::warn("rejected a push from {}: {}", req->task(), e.what());
+      spdlog::warn("rejected a push from {}: {}", req.task(), e.what());
       return {StatusCode::INVALID_ARGUMENT, e.what()};
     }
-    if (req->stop_signal() < 0 || req->stop_signal() > 64) {
-      return {StatusCode::INVALID_ARGUMENT, req->task() + ": stop_signal " +
-                                                std::to_string(req->stop_signal()) +
+    if (req.stop_signal() < 0 || req.stop_signal() > 64) {
+      return {StatusCode::INVALID_ARGUMENT, req.task() + ": stop_signal " +
+                                                std::to_string(req.stop_signal()) +
                                                 " is not a signal number"};
     }
+    if (!grad_.defined()) grad_ = torch::empty_like(shard_);
     if (!o_.sync) {  // async: apply on arrival, record how stale the gradient was
-      if (stop_ == 0) stop_ = req->stop_signal();
-      ++staleness_[version_ - req->pulled_version()];
-      const bool finite = detail::all_finite(g);
-      if (finite) apply(g);
+      if (stop_ == 0) stop_ = req.stop_signal();
+      ++staleness_[version_ - req.pulled_version()];
+      gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/false);
+      const bool finite = detail::all_finite(grad_);
+      if (finite) apply(grad_);
       ++version_;
-      rep->set_skipped(!finite);
-      rep->set_stop_signal(stop_ != 0 ? stop_ : stop_signal());
-      to_slice(shard_, begin_, rep->mutable_slice());
-      rep->set_version(version_);
+      PushReply rep;
+      rep.set_skipped(!finite);
+      rep.set_stop_signal(stop_ != 0 ? stop_ : stop_signal());
+      rep.set_version(version_);
+      *reply = values_reply(rep);
       return Status::OK;
     }
-    const int64_t step = req->step();
+    const int64_t step = req.step();
     if (step != sync_step_ + 1) {
-      return {StatusCode::FAILED_PRECONDITION, req->task() + " pushed step " +
-                                                   std::to_string(step) + " but " + o_.task +
-                                                   " is at step " + std::to_string(sync_step_ + 1)};
+      return {StatusCode::FAILED_PRECONDITION, req.task() + " pushed step " + std::to_string(step) +
+                                                   " but " + o_.task + " is at step " +
+                                                   std::to_string(sync_step_ + 1)};
     }
-    if (!pushed_.insert(req->task()).second) {
+    if (!pushed_.insert(req.task()).second) {
       return {StatusCode::FAILED_PRECONDITION,
-              req->task() + " pushed step " + std::to_string(step) + " twice"};
+              req.task() + " pushed step " + std::to_string(step) + " twice"};
     }
-    if (step_stop_ == 0) step_stop_ = req->stop_signal();
-    step_checkpoint_ = step_checkpoint_ || req->checkpoint();
-    if (pushed_.size() == 1) {
-      if (!grad_sum_.defined()) grad_sum_ = torch::empty_like(shard_);
-      grad_sum_.copy_(g);
-    } else {
-      grad_sum_.add_(g);
-    }
+    if (step_stop_ == 0) step_stop_ = req.stop_signal();
+    step_checkpoint_ = step_checkpoint_ || req.checkpoint();
+    gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/pushed_.size() > 1);  // the sum
     if (static_cast<int>(pushed_.size()) == training_tasks_) {
-      torch::Tensor avg = grad_sum_.div_(training_tasks_);
-      last_skipped_ = !detail::all_finite(avg);
-      if (last_skipped_) {
+      torch::Tensor avg = grad_.div_(training_tasks_);
+      const bool skipped = !detail::all_finite(avg);
+      if (skipped) {
         spdlog::warn("step {}: NaN/Inf in the averaged gradient; every worker skips it", step);
       } else {
         apply(avg);
       }
       pushed_.clear();
-      last_stop_ = step_stop_ != 0 ? step_stop_ : stop_signal();
-      last_checkpoint_ = step_checkpoint_;
+      sync_step_ = version_ = step;
+      PushReply rep;  // the same for every task: the step's decisions and values
+      rep.set_skipped(skipped);
+      rep.set_stop_signal(step_stop_ != 0 ? step_stop_ : stop_signal());
+      rep.set_checkpoint(step_checkpoint_);
+      rep.set_version(version_);
+      step_reply_ = values_reply(rep);
       step_stop_ = 0;
       step_checkpoint_ = false;
-      sync_step_ = version_ = step;
       cv_.notify_all();
     } else if (auto s = wait(
                    lock, [&] { return sync_step_ >= step; },
@@ -194,17 +211,8 @@ class Service final : public ParameterServer::Service {
                !s.ok()) {
       return s;
     }
-    // The next step cannot complete before this task pushes it: these are still this step's.
-    // The values are copied outside mu_, so that every task's reply is built at once rather
-    // than one after the other (values_mu_ keeps out an update from a task that pushes again
-    // before its reply).
-    rep->set_skipped(last_skipped_);
-    rep->set_stop_signal(last_stop_);
-    rep->set_checkpoint(last_checkpoint_);
-    rep->set_version(version_);
-    lock.unlock();
-    std::shared_lock<std::shared_mutex> reading(values_mu_);
-    to_slice(shard_, begin_, rep->mutable_slice());
+    // The next step cannot complete before this task pushes it: this is still this step's.
+    *reply = step_reply_;  // (another reference to the same slices)
     return Status::OK;
   }
 
@@ -351,7 +359,7 @@ class Service final : public ParameterServer::Service {
 
   // Authenticates the call (DTRAIN_CLUSTER_TOKEN), checks that `task` (when `named_task`; else
   // a role such as "chief") is a training task of the cluster, and records that it is alive.
-  Status admit(ServerContext* ctx, const std::string& task, bool named_task = true) {
+  Status admit(grpc::ServerContextBase* ctx, const std::string& task, bool named_task = true) {
     if (!o_.token.empty()) {
       const auto& md = ctx->client_metadata();
       auto it = md.find(kTokenKey);
@@ -375,6 +383,15 @@ class Service final : public ParameterServer::Service {
     std::lock_guard<std::mutex> lock(mu_);
     last_seen_[task] = Clock::now();
     return Status::OK;
+  }
+
+  /// A PushReply with the shard's current values: one copy, which every reply it is given to
+  /// shares.
+  grpc::ByteBuffer values_reply(const PushReply& header) const {
+    OutgoingValues values;
+    values.begin = begin_;
+    values.add(shard_.clone());
+    return serialize_with_slice(header, PushReply::kSliceFieldNumber, values);
   }
 
   template <typename Pred>
@@ -435,24 +452,23 @@ class Service final : public ParameterServer::Service {
   }
 
   void apply(const torch::Tensor& grad) {
-    std::unique_lock<std::shared_mutex> writing(values_mu_);
     shard_.mutable_grad() = grad;
     opt_->step();
-    shard_.mutable_grad() = torch::Tensor();  // it may be a view of a request
+    shard_.mutable_grad() = torch::Tensor();  // (grad_ is the next push's)
   }
 
   ServerOptions o_;
   Clock::time_point started_;
   std::mutex mu_;
-  std::shared_mutex values_mu_;  // shard_'s values: apply() writes with mu_ held too
   std::condition_variable cv_;
-  bool initialized_ = false, shutdown_ = false, last_skipped_ = false;
-  int step_stop_ = 0, last_stop_ = 0, stop_ = 0;  // stop signals: this step's, the last's, async
-  bool step_checkpoint_ = false, last_checkpoint_ = false;
+  bool initialized_ = false, shutdown_ = false;
+  int step_stop_ = 0, stop_ = 0;  // stop signals: this sync step's, async
+  bool step_checkpoint_ = false;
   std::string failure_, run_config_;
   int64_t total_ = 0, begin_ = 0, end_ = 0, version_ = 0, sync_step_ = 0;
   int training_tasks_ = 0;
-  torch::Tensor shard_, grad_sum_;
+  torch::Tensor shard_, grad_;   // values; a push's gradient (async) or the step's sum (sync)
+  grpc::ByteBuffer step_reply_;  // the last sync step's PushReply, given to each of its pushes
   std::unique_ptr<Optimizer> opt_;
   std::set<std::string> registered_, done_, pushed_;
   std::map<std::string, Clock::time_point> last_seen_;
@@ -469,7 +485,7 @@ class Service final : public ParameterServer::Service {
 
 }  // namespace
 
-std::unique_ptr<ParameterServer::Service> make_service(const ServerOptions& options) {
+std::unique_ptr<PsService> make_service(const ServerOptions& options) {
   return std::make_unique<Service>(options);
 }
 
@@ -494,11 +510,16 @@ int serve(const ServerOptions& options) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.RegisterService(&service);
-  // gRPC's sync server runs each call on one of its polling threads. In a sync step every
-  // training task's Push waits there for the others, so fewer threads poll, and gRPC starts a
-  // thread for a call that finds none polling and ends one when more than MAX_POLLERS poll
-  // (defaults 1 and 2): a thread made and ended every step (580 in a 600-step epoch with 2
-  // workers). Enough for every task blocked at once plus heartbeats: none while training.
+  // The service's Push is its own method on byte buffers, and gRPC wants a generic service for
+  // the generated one it takes the place of: this one answers any method no service has with
+  // UNIMPLEMENTED, as a server without it does.
+  grpc::CallbackGenericService unimplemented;
+  builder.RegisterCallbackGenericService(&unimplemented);
+  // gRPC's sync server runs each call (all but Push, a callback method) on one of its polling
+  // threads. Every training task's Reduce (once an epoch) and the final GetState/Shutdown wait
+  // there for the others, so fewer threads poll, and gRPC starts a thread for a call that finds
+  // none polling and ends one when more than MAX_POLLERS poll (defaults 1 and 2). Enough for
+  // every task blocked at once plus heartbeats.
   const int tasks = std::max(1, static_cast<int>(options.known_tasks.size()));
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, tasks + 2);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2 * tasks + 4);

@@ -29,8 +29,18 @@ struct ServerOptions {
 /// training task falls silent (its peers' pending calls fail with a message naming it).
 int serve(const ServerOptions& options);
 
+/// The service serve() runs. Push, the step's call, is a method on byte buffers (ps_wire.h): a
+/// push's gradient is read from the receive buffers, and the replies are sent from one copy of
+/// the updated values.
+class PsService : public ParameterServer::WithGenericMethod_Push<ParameterServer::Service> {
+ public:
+  /// Push: `request` is a serialized PushRequest, `reply` gets the serialized PushReply.
+  virtual grpc::Status push(grpc::ServerContextBase* ctx, const grpc::ByteBuffer& request,
+                            grpc::ByteBuffer* reply) = 0;
+};
+
 /// The service serve() runs, to drive its handlers in process (the fuzz target): every request
 /// is validated there, whatever the transport.
-std::unique_ptr<ParameterServer::Service> make_service(const ServerOptions& options);
+std::unique_ptr<PsService> make_service(const ServerOptions& options);
 
 }  // namespace dtrain::distributed::ps

@@ -1,5 +1,7 @@
 #include "distributed/ps/ps_sync.h"
 
+#include <grpcpp/impl/client_unary_call.h>
+#include <grpcpp/support/client_callback.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -11,6 +13,7 @@
 #include "core/errors.h"
 #include "core/optimizers.h"
 #include "distributed/ps/ps_common.h"
+#include "distributed/ps/ps_wire.h"
 
 namespace dtrain::distributed::ps {
 
@@ -42,6 +45,7 @@ struct PsSync::Peer {
   std::string name, address;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<ParameterServer::Stub> stub;
+  std::unique_ptr<grpc::internal::RpcMethod> push;  // on byte buffers (ps_wire.h)
 };
 
 PsSync::PsSync(PsSyncOptions options) : options_(std::move(options)) {
@@ -118,6 +122,8 @@ void PsSync::connect() {
       }
     }
     peer->stub = ParameterServer::NewStub(peer->channel);
+    peer->push = std::make_unique<grpc::internal::RpcMethod>(
+        push_method(), grpc::internal::RpcMethod::NORMAL_RPC, peer->channel);
     peers_.push_back(std::move(peer));
   }
 }
@@ -174,6 +180,16 @@ void PsSync::take_values(size_t peer, const Slice& slice) {
   } catch (const std::invalid_argument& ex) {
     throw CommError(task_ + ": " + ex.what());
   }
+}
+
+void PsSync::take_values(size_t peer, const WireSlice& values) {
+  const auto [b, e] = ranges_[peer];
+  try {
+    values.check(b, e - b, /*allow_half=*/false, peers_[peer]->name + " values");
+  } catch (const std::invalid_argument& ex) {
+    throw CommError(task_ + ": " + ex.what());
+  }
+  write_range(values, b, params_);
 }
 
 void PsSync::broadcast_state(const NamedTensors& params, Optimizer& optimizer) {
@@ -249,19 +265,25 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     }
   }
   const size_t n = peers_.size();
-  std::vector<PushRequest> reqs(n);
-  std::vector<PushReply> reps(n);
+  // Each ps's request points at the gradients' memory, which stays as it is until the calls end.
+  std::vector<grpc::ByteBuffer> reqs(n), reps(n);
   for (size_t i = 0; i < n; ++i) {
-    reqs[i].set_task(task_);
-    reqs[i].set_step(step_);
-    reqs[i].set_pulled_version(versions_[i]);
-    reqs[i].set_stop_signal(control_.stop_signal);
-    reqs[i].set_checkpoint(control_.checkpoint);
-    copy_range(grads, ranges_[i].first, ranges_[i].second, reqs[i].mutable_gradient(),
-               options_.fp16_compression);
+    PushRequest head;
+    head.set_task(task_);
+    head.set_step(step_);
+    head.set_pulled_version(versions_[i]);
+    head.set_stop_signal(control_.stop_signal);
+    head.set_checkpoint(control_.checkpoint);
+    reqs[i] = serialize_with_slice(
+        head, PushRequest::kGradientFieldNumber,
+        outgoing_range(grads, ranges_[i].first, ranges_[i].second, options_.fp16_compression));
   }
   if (n == 1) {  // on this thread: no hand-over to gRPC's
-    PS_CALL(*peers_[0], "Push", Push, reqs[0], &reps[0]);
+    grpc::ClientContext ctx;
+    prepare(ctx, options_.token, call_timeout_seconds());
+    check(grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+              peers_[0]->channel.get(), *peers_[0]->push, &ctx, reqs[0], &reps[0]),
+          task_, peers_[0]->name, peers_[0]->address, "Push");
   } else {  // every ps at once, as their shards are independent
     std::vector<grpc::ClientContext> contexts(n);
     std::vector<grpc::Status> statuses(n);
@@ -270,11 +292,13 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
     size_t pending = n;
     for (size_t i = 0; i < n; ++i) {
       prepare(contexts[i], options_.token, call_timeout_seconds());
-      peers_[i]->stub->async()->Push(&contexts[i], &reqs[i], &reps[i], [&, i](grpc::Status st) {
-        std::lock_guard<std::mutex> lock(mu);
-        statuses[i] = std::move(st);
-        if (--pending == 0) done.notify_one();
-      });
+      grpc::internal::CallbackUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+          peers_[i]->channel.get(), *peers_[i]->push, &contexts[i], &reqs[i], &reps[i],
+          [&, i](grpc::Status st) {
+            std::lock_guard<std::mutex> lock(mu);
+            statuses[i] = std::move(st);
+            if (--pending == 0) done.notify_one();
+          });
     }
     std::unique_lock<std::mutex> lock(mu);
     done.wait(lock, [&] { return pending == 0; });  // each call ends by its deadline
@@ -289,15 +313,22 @@ GradientSync::Outcome PsSync::synchronize(const NamedTensors& grads) {
   decided.stop_signal = options_.sync ? 0 : control_.stop_signal;
   decided.checkpoint = options_.sync ? false : control_.checkpoint;
   for (size_t i = 0; i < n; ++i) {
-    take_values(i, reps[i].slice());
-    versions_[i] = reps[i].version();
-    skipped = skipped || reps[i].skipped();
-    if (reps[i].stop_signal() < 0 || reps[i].stop_signal() > 64) {
-      throw CommError(task_ + ": " + peers_[i]->name + " replied with stop_signal " +
-                      std::to_string(reps[i].stop_signal()));
+    PushReply rep;  // every field but the values, which are read in place
+    WireSlice values;
+    if (const std::string e =
+            parse_with_slice(reps[i], PushReply::kSliceFieldNumber, &rep, &values);
+        !e.empty()) {
+      throw CommError(task_ + ": " + peers_[i]->name + " replied to Push with " + e);
     }
-    if (decided.stop_signal == 0) decided.stop_signal = reps[i].stop_signal();
-    if (options_.sync) decided.checkpoint = decided.checkpoint || reps[i].checkpoint();
+    take_values(i, values);
+    versions_[i] = rep.version();
+    skipped = skipped || rep.skipped();
+    if (rep.stop_signal() < 0 || rep.stop_signal() > 64) {
+      throw CommError(task_ + ": " + peers_[i]->name + " replied with stop_signal " +
+                      std::to_string(rep.stop_signal()));
+    }
+    if (decided.stop_signal == 0) decided.stop_signal = rep.stop_signal();
+    if (options_.sync) decided.checkpoint = decided.checkpoint || rep.checkpoint();
   }
   control_ = decided;
   if (skipped && rank_ == 0)

@@ -15,7 +15,8 @@
 
 namespace dtrain::distributed::ps {
 
-class Slice;  // ps.proto
+class Slice;       // ps.proto
+struct WireSlice;  // ps_wire.h
 
 struct PsSyncOptions {
   TfConfig cluster;
@@ -64,6 +65,7 @@ class PsSync : public GradientSync {
   /// Writes peer's reply values into the model's parameters (CommError if they are not its
   /// range).
   void take_values(size_t peer, const Slice& slice);
+  void take_values(size_t peer, const WireSlice& values);
 
   PsSyncOptions options_;
   std::string task_;

@@ -1,5 +1,6 @@
 // The parameter server's RPCs driven directly: malformed or mismatched requests are rejected
 // with an error and never applied; the token is enforced.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -8,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "core/subprocess.h"
@@ -139,6 +141,23 @@ TEST_F(PsProtocol, BadRequestsAreRejectedAndNeverApplied) {
   push.set_step(1);
   EXPECT_EQ(stub_->Push(ctx().get(), push, &push_rep).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
+  // Push reads its bytes itself (not the generated code): bytes that are no PushRequest are
+  // refused saying so; a method the ps does not have is UNIMPLEMENTED, as from any gRPC server.
+  grpc::GenericStub raw(channel_);
+  const auto raw_call = [&](const std::string& method, const std::string& bytes) {
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1), reply;
+    std::promise<grpc::Status> status;
+    auto c = ctx();
+    raw.UnaryCall(c.get(), method, grpc::StubOptions(), &request, &reply,
+                  [&](grpc::Status st) { status.set_value(std::move(st)); });
+    return status.get_future().get();
+  };
+  s = raw_call("/dtrain.distributed.ps.ParameterServer/Push", "\x22\x05\x12\x7f");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("a Push with"), std::string::npos) << s.error_message();
+  EXPECT_EQ(raw_call("/dtrain.distributed.ps.ParameterServer/Pop", "").error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
 
   PullRequest pull;
   pull.set_task("worker:0");

@@ -1,8 +1,9 @@
 // The parameter server's request handlers, driven in process with a sequence of requests from
 // arbitrary bytes: each record is one byte choosing the RPC, two bytes of length (little
 // endian) and that many bytes of the serialized request, which the handler gets if it parses (as
-// gRPC would hand it over). A handler must answer every request with a status: an exception, a
-// crash or a sanitizer report is a finding. Waits end at once (no other task will come).
+// gRPC would hand it over; Push, a method on raw bytes, gets them as they are). A handler must
+// answer every request with a status: an exception, a crash or a sanitizer report is a finding.
+// Waits end at once (no other task will come).
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -38,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.known_tasks = {"chief:0", "worker:0", "worker:1"};
     o.peer_timeout_seconds = 0;
     o.min_wait_seconds = 0;
-    const std::unique_ptr<ps::ParameterServer::Service> service = ps::make_service(o);
+    const std::unique_ptr<ps::PsService> service = ps::make_service(o);
     auto* s = service.get();
     for (size_t at = 0, records = 0; at + 3 <= size && records < 32; ++records) {
       const uint8_t rpc = data[at];
@@ -58,10 +59,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           handle<ps::PullRequest, ps::PullReply>(
               body, len, [&](auto c, auto q, auto r) { return s->Pull(c, q, r); });
           break;
-        case 3:
-          handle<ps::PushRequest, ps::PushReply>(
-              body, len, [&](auto c, auto q, auto r) { return s->Push(c, q, r); });
+        case 3: {  // Push reads its request itself, as gRPC hands it over (raw bytes)
+          grpc::Slice bytes(body, len);
+          grpc::ServerContext ctx;
+          grpc::ByteBuffer reply;
+          s->push(&ctx, grpc::ByteBuffer(&bytes, 1), &reply);
           break;
+        }
         case 4:
           handle<ps::ReduceRequest, ps::ReduceReply>(
               body, len, [&](auto c, auto q, auto r) { return s->Reduce(c, q, r); });

@@ -1,0 +1,73 @@
+// The parameter server's step messages (PushRequest, PushReply) without copying their values.
+//
+// With the generated code a megabyte of values is copied five times on its way through a push
+// and its reply: into the request's bytes field, into gRPC's buffers when serialised, out of them
+// into the ps's parsed request, and the same again for the reply. Here the messages travel as
+// gRPC byte buffers: the values field is a list of slices that point at the tensors' memory
+// (sent as they are), and a received message's values are read in place from the receive
+// buffers. The bytes on the wire are the same protobuf encoding, so either side may still be the
+// generated code (tests, other clients).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "core/gradient_sync.h"
+#include "distributed/ps/ps.pb.h"
+
+namespace dtrain::distributed::ps {
+
+/// A Slice message read in place: its values are spans of a received byte buffer, valid while
+/// that buffer lives.
+struct WireSlice {
+  int64_t begin = 0;
+  bool float16 = false;
+  std::vector<std::pair<const uint8_t*, size_t>> spans;
+  size_t bytes = 0;  // total length of the spans
+
+  /// Throws std::invalid_argument (as view_slice does) unless these are the values of
+  /// [begin, begin + count), float32 or, with `allow_half`, float16.
+  void check(int64_t begin, int64_t count, bool allow_half, const std::string& what) const;
+  /// Writes the values as float32 into dst[0, count) (accumulate: adds them), converting float16.
+  void decode(float* dst, bool accumulate) const;
+  /// Copies `len` bytes from byte `from` of the values to `dst`.
+  void copy_bytes(size_t from, size_t len, void* dst) const;
+};
+
+/// Parses `buffer` as a message of type Header whose field `slice_field` is a Slice: that field
+/// into `slice` (read in place), every other field into `header` (parsed by protobuf). Returns
+/// "" or what is wrong with the bytes. A missing slice field leaves `slice` empty.
+std::string parse_with_slice(const grpc::ByteBuffer& buffer, int slice_field,
+                             google::protobuf::MessageLite* header, WireSlice* slice);
+
+/// The values of a slice field to send: slices of tensors' memory, each holding a reference to
+/// its tensor until gRPC is done with it.
+struct OutgoingValues {
+  int64_t begin = 0;
+  bool float16 = false;
+  std::vector<grpc::Slice> slices;
+  /// Sends `part` (CPU, contiguous) as it is: it must not change until the message is sent.
+  void add(torch::Tensor part);
+};
+
+/// Elements [begin, end) of the flat vector `tensors` make up (as copy_range): CPU float32
+/// contiguous tensors are sent from their own memory (they must not change until the message is
+/// sent), others (another device or type, half precision on the wire) converted once.
+OutgoingValues outgoing_range(const NamedTensors& tensors, int64_t begin, int64_t end, bool half);
+
+/// `header` serialised, followed by field `slice_field` holding `values`: the protobuf encoding
+/// of the whole message, in slices that reference the values' memory.
+grpc::ByteBuffer serialize_with_slice(const google::protobuf::MessageLite& header, int slice_field,
+                                      const OutgoingValues& values);
+
+/// Writes the values (float32, elements [begin, begin + n)) into the flat vector `tensors`
+/// makes up, whatever their device and type.
+void write_range(const WireSlice& values, int64_t begin, const NamedTensors& tensors);
+
+}  // namespace dtrain::distributed::ps

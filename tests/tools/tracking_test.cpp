@@ -216,6 +216,33 @@ TEST(Workspace, ConcurrentWritersLoseNothing) {
   }
 }
 
+// Several runs starting at once with a new workspace: each opens it (switching a new database
+// to WAL needs it to itself, and SQLite says "database is locked" there without waiting).
+TEST(Workspace, ManyOpeningANewWorkspaceAtOnceAllOpenIt) {
+  constexpr int kOpeners = 8, kRounds = 10;
+  for (int round = 0; round < kRounds; ++round) {
+    TempDir dir;
+    std::atomic<bool> go{false};
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kOpeners; ++i) {
+      threads.emplace_back([&, i] {
+        while (!go) std::this_thread::yield();
+        try {
+          Workspace ws(dir / "ws");
+          ws.create_run(sample_run("r" + std::to_string(i)));
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "round " << round << ", opener " << i << ": " << e.what();
+          ++failures;
+        }
+      });
+    }
+    go = true;
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(failures.load(), 0);
+  }
+}
+
 TEST(Workspace, ArtifactsAreStoredOnceAndVerified) {
   TempDir dir;
   Workspace ws(dir / "ws");

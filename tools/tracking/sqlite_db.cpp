@@ -32,10 +32,17 @@ Db::Db(const std::filesystem::path& path, bool create) : path_(path) {
   }
   sqlite3_extended_result_codes(db_, 0);
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-  // The first statement that reads the file is where a non-database file shows itself.
-  exec("PRAGMA journal_mode=WAL");
-  exec("PRAGMA synchronous=NORMAL");
-  exec("PRAGMA foreign_keys=ON");
+  try {
+    // The first statement that reads the file is where a non-database file shows itself.
+    // Switching to WAL needs the database to itself for a moment, and SQLite reports a busy
+    // database here without waiting (several processes opening a new workspace at once).
+    retry_busy([&] { exec("PRAGMA journal_mode=WAL"); });
+    exec("PRAGMA synchronous=NORMAL");
+    exec("PRAGMA foreign_keys=ON");
+  } catch (...) {
+    sqlite3_close_v2(db_);
+    throw;
+  }
 }
 
 Db::~Db() { sqlite3_close_v2(db_); }
@@ -61,25 +68,28 @@ std::optional<int64_t> Db::query_integer(std::string_view sql) {
   return st.integer(0);
 }
 
-void Db::transaction(const std::function<void()>& body) {
+void Db::retry_busy(const std::function<void()>& attempt) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::duration<double>(kBusyDeadlineSeconds);
-  for (int attempt = 0;; ++attempt) {
+  for (int n = 0;; ++n) {
     try {
-      exec("BEGIN IMMEDIATE");
+      attempt();
+      return;
     } catch (const BusyError&) {
       if (std::chrono::steady_clock::now() > deadline) throw;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10 * (1 + attempt % 10)));
-      continue;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10 * (1 + n % 10)));
     }
-    try {
-      body();
-      exec("COMMIT");
-      return;
-    } catch (...) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      throw;
-    }
+  }
+}
+
+void Db::transaction(const std::function<void()>& body) {
+  retry_busy([&] { exec("BEGIN IMMEDIATE"); });
+  try {
+    body();
+    exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
   }
 }
 

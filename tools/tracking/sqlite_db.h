@@ -89,6 +89,10 @@ class Db {
   static constexpr double kBusyDeadlineSeconds = 120;
 
  private:
+  /// Runs `attempt` again while it fails with a busy database (after the busy timeout, or at
+  /// once where SQLite does not wait), backing off, until `kBusyDeadlineSeconds`.
+  void retry_busy(const std::function<void()>& attempt);
+
   sqlite3* db_ = nullptr;
   std::filesystem::path path_;
 };

@@ -166,16 +166,17 @@ Workspace::Workspace(const fs::path& root, bool create, int64_t schema_version)
 }
 
 void Workspace::ensure_schema() {
-  const int64_t app = db_.query_integer("PRAGMA application_id").value_or(0);
-  const int64_t tables =
-      db_.query_integer("SELECT count(*) FROM sqlite_master WHERE type = 'table'").value_or(0);
-  if (app != kApplicationId && (app != 0 || tables > 0)) {
-    throw ConfigError(db_.path().string() +
-                      ": an SQLite database, but not a dtrain workspace (application_id " +
-                      std::to_string(app) + ")");
-  }
   db_.transaction([&] {
-    // Read again under the write lock: another process may have created the schema meanwhile.
+    // Read under the write lock, in one transaction: another process may be creating the schema
+    // (read apart, its id and its tables could come from either side of its commit).
+    const int64_t app = db_.query_integer("PRAGMA application_id").value_or(0);
+    const int64_t tables =
+        db_.query_integer("SELECT count(*) FROM sqlite_master WHERE type = 'table'").value_or(0);
+    if (app != kApplicationId && (app != 0 || tables > 0)) {
+      throw ConfigError(db_.path().string() +
+                        ": an SQLite database, but not a dtrain workspace (application_id " +
+                        std::to_string(app) + ")");
+    }
     const bool has_version_table =
         db_.query_integer("SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'")
             .value_or(0) > 0;

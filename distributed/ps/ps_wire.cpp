@@ -190,8 +190,9 @@ std::string parse_with_slice(const grpc::ByteBuffer& buffer, int slice_field,
         if (have_slice) return "field " + std::to_string(slice_field) + " given twice";
         have_slice = true;
         uint32_t n = 0;
-        if (!in.ReadVarint32(&n))
+        if (!in.ReadVarint32(&n)) {
           return "a truncated length of field " + std::to_string(slice_field);
+        }
         const auto limit = in.PushLimit(static_cast<int>(std::min<uint32_t>(n, INT32_MAX)));
         if (std::string error = parse_slice(in, slice); !error.empty()) return error;
         if (in.BytesUntilLimit() != 0) return "a truncated field " + std::to_string(slice_field);
@@ -202,7 +203,8 @@ std::string parse_with_slice(const grpc::ByteBuffer& buffer, int slice_field,
     }
     if (!in.ConsumedEntireMessage()) return "a malformed message";
   }
-  // The slices are referenced by `buffer` too: the spans stay valid while it lives.
+  // The spans point into the slices `buffer` references too (gRPC hands messages over
+  // decompressed, so the reader read those slices themselves): valid while it lives.
   return header->ParseFromString(rest) ? "" : "a malformed message";
 }
 

@@ -55,19 +55,16 @@ torch::Tensor view_slice(const Slice& slice, int64_t begin, int64_t count,
                           slice.float16() ? torch::kHalf : torch::kFloat);
 }
 
-void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice, bool half) {
-  const auto type = half ? torch::kHalf : torch::kFloat;
-  const size_t width = half ? 2 : 4;
+void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice) {
   slice->set_begin(begin);
-  slice->set_float16(half);
   std::string* out = slice->mutable_values();
   out->clear();
-  out->reserve(static_cast<size_t>(end - begin) * width);
+  out->reserve(static_cast<size_t>(end - begin) * 4);
   for_each_part(
       tensors, begin, end, [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
         const torch::Tensor part =
-            t.detach().reshape(-1).narrow(0, first, n).to(torch::kCPU, type).contiguous();
-        out->append(static_cast<const char*>(part.data_ptr()), static_cast<size_t>(n) * width);
+            t.detach().reshape(-1).narrow(0, first, n).to(torch::kCPU, torch::kFloat).contiguous();
+        out->append(static_cast<const char*>(part.data_ptr()), static_cast<size_t>(n) * 4);
       });
 }
 

@@ -76,12 +76,11 @@ void for_each_part(const NamedTensors& tensors, int64_t begin, int64_t end, Fn f
 }
 
 /// The model as the protocol's flat vector without building it: `tensors` concatenated,
-/// flattened, in order. copy_range writes elements [begin, end) into `slice` as float32, or
-/// float16 with `half` (one copy per tensor, none of the whole vector); write_range writes
-/// `values` (elements [begin, begin + values.numel())) back into the tensors, whatever their
-/// device and type.
-void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice,
-                bool half = false);
+/// flattened, in order. copy_range writes elements [begin, end) into `slice` as float32 (one
+/// copy per tensor, none of the whole vector; the step's pushes use outgoing_range, ps_wire.h);
+/// write_range writes `values` (elements [begin, begin + values.numel())) back into the tensors,
+/// whatever their device and type.
+void copy_range(const NamedTensors& tensors, int64_t begin, int64_t end, Slice* slice);
 void write_range(const torch::Tensor& values, int64_t begin, const NamedTensors& tensors);
 
 /// Raw float32 bytes <-> tensor (optimizer slots). from_bytes checks the element count.

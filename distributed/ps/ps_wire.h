@@ -1,12 +1,13 @@
 // The parameter server's step messages (PushRequest, PushReply) without copying their values.
 //
-// With the generated code a megabyte of values is copied five times on its way through a push
+// With the generated code the model's values were copied seven times on their way through a push
 // and its reply: into the request's bytes field, into gRPC's buffers when serialised, out of them
-// into the ps's parsed request, and the same again for the reply. Here the messages travel as
-// gRPC byte buffers: the values field is a list of slices that point at the tensors' memory
-// (sent as they are), and a received message's values are read in place from the receive
-// buffers. The bytes on the wire are the same protobuf encoding, so either side may still be the
-// generated code (tests, other clients).
+// into the ps's parsed request, the same three again for the reply, and into the parameters.
+// Here the messages travel as gRPC byte buffers: the values field is a list of slices that point
+// at the tensors' memory (sent as they are), and a received message's values are read in place
+// from the receive buffers; only the copy into the parameters is left, and one copy of the
+// values a step on the ps. The bytes on the wire are the same protobuf encoding, so either side
+// may still be the generated code (tests, other clients).
 #pragma once
 
 #include <grpcpp/grpcpp.h>

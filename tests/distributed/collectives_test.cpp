@@ -7,6 +7,9 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <cmath>
+#include <limits>
+
 #include "core/errors.h"
 #include "distributed/allreduce_sync.h"
 #include "distributed/backend/mpi/mpi_communicator.h"
@@ -33,6 +36,35 @@ torch::Tensor random_input(int64_t count, torch::ScalarType type, int seed) {
 }
 
 class RingVsMpi : public ::testing::TestWithParam<torch::ScalarType> {};
+
+// What every rank's reduction must give: rows[0] + rows[1] + ... in order, divided by their
+// number when averaging (in T's own arithmetic: integers truncate).
+template <typename T>
+torch::Tensor reduce_in_rank_order(const torch::Tensor& rows, bool average) {
+  const int64_t n = rows.size(0), count = rows.size(1);
+  torch::Tensor out = torch::empty({count}, rows.options());
+  const T* in = rows.data_ptr<T>();
+  T* o = out.data_ptr<T>();
+  for (int64_t i = 0; i < count; ++i) {
+    T sum = in[i];
+    for (int64_t r = 1; r < n; ++r) sum += in[r * count + i];
+    o[i] = average ? static_cast<T>(sum / static_cast<T>(n)) : sum;
+  }
+  return out;
+}
+
+torch::Tensor reduce_in_rank_order(const torch::Tensor& rows, bool average) {
+  switch (rows.scalar_type()) {
+    case torch::kInt:
+      return reduce_in_rank_order<int32_t>(rows, average);
+    case torch::kLong:
+      return reduce_in_rank_order<int64_t>(rows, average);
+    case torch::kFloat:
+      return reduce_in_rank_order<float>(rows, average);
+    default:
+      return reduce_in_rank_order<double>(rows, average);
+  }
+}
 
 TEST_P(RingVsMpi, EqualsMpiAllreduceForEverySize) {
   const auto type = GetParam();
@@ -123,6 +155,39 @@ TEST_P(RingVsMpi, ReduceBuffersMatchMpiAllreduceInPlace) {
       for (int r = 1; r < n; ++r) EXPECT_TRUE(torch::equal(all[r], all[0])) << "rank " << r;
     }
   }
+}
+
+// The shared-memory reduction's arithmetic exactly: the sum in rank order, then divided by the
+// number of ranks (a power of two multiplies by its reciprocal, which must give the same bits),
+// with Inf or NaN anywhere on any rank reported by every rank; sums alone (kSum) as well.
+TEST_P(RingVsMpi, ReduceBuffersSumInRankOrderAndFlagNonFinite) {
+  const auto type = GetParam();
+  const int n = comm().size();
+  const int64_t count = 10007;  // several of the reduction's chunks per rank, and a ragged end
+  torch::Tensor buf = comm().reduce_buffer(count, type);
+  const torch::Tensor input = random_input(count, type, 11);
+  const torch::Tensor inputs = comm().allgather(input);
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
+    SCOPED_TRACE(op == ReduceOp::kSum ? "sum" : "average");
+    buf.copy_(input);
+    EXPECT_TRUE(comm().allreduce_all_finite(buf, op));
+    EXPECT_TRUE(torch::equal(buf, reduce_in_rank_order(inputs, op == ReduceOp::kAverage)))
+        << "bit for bit";
+  }
+  if (type != torch::kFloat && type != torch::kDouble) return;
+  // One bad element on the last rank, at the start, at a chunk's edge and at the very end.
+  for (int64_t at : {int64_t{0}, int64_t{2047}, int64_t{2048}, count / 2, count - 1}) {
+    for (double bad : {std::numeric_limits<double>::infinity(), std::nan("")}) {
+      SCOPED_TRACE("element " + std::to_string(at) + " is " + std::to_string(bad));
+      buf.copy_(input);
+      if (comm().rank() == n - 1) buf[at] = bad;
+      EXPECT_FALSE(comm().allreduce_all_finite(buf, ReduceOp::kAverage)) << "on every rank";
+    }
+  }
+  // A finite overflow of the sum is not finite either.
+  buf.fill_(type == torch::kFloat ? std::numeric_limits<float>::max()
+                                  : std::numeric_limits<double>::max());
+  EXPECT_EQ(comm().allreduce_all_finite(buf, ReduceOp::kSum), n == 1);
 }
 
 TEST(Collectives, BroadcastAllgatherBarrier) {

@@ -162,8 +162,7 @@ class Service final : public PsService {
     if (!o_.sync) {  // async: apply on arrival, record how stale the gradient was
       if (stop_ == 0) stop_ = req.stop_signal();
       ++staleness_[version_ - req.pulled_version()];
-      gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/false);
-      const bool finite = detail::all_finite(grad_);
+      const bool finite = gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/false);
       if (finite) apply(grad_);
       ++version_;
       PushReply rep;
@@ -185,14 +184,16 @@ class Service final : public PsService {
     }
     if (step_stop_ == 0) step_stop_ = req.stop_signal();
     step_checkpoint_ = step_checkpoint_ || req.checkpoint();
-    gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/pushed_.size() > 1);  // the sum
-    if (static_cast<int>(pushed_.size()) == training_tasks_) {
-      torch::Tensor avg = grad_.div_(training_tasks_);
-      const bool skipped = !detail::all_finite(avg);
+    // The step's sum; the last push makes it the average, in the same pass.
+    const bool last = static_cast<int>(pushed_.size()) == training_tasks_;
+    const bool finite = gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/pushed_.size() > 1,
+                                        last ? training_tasks_ : 1);
+    if (last) {
+      const bool skipped = !finite;
       if (skipped) {
         spdlog::warn("step {}: NaN/Inf in the averaged gradient; every worker skips it", step);
       } else {
-        apply(avg);
+        apply(grad_);
       }
       pushed_.clear();
       sync_step_ = version_ = step;

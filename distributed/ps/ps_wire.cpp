@@ -1,14 +1,16 @@
 #include "distributed/ps/ps_wire.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/wire_format_lite.h>
-#include <grpcpp/support/proto_buffer_reader.h>
 
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "distributed/ps/ps_common.h"
@@ -24,6 +26,49 @@ using WFL = google::protobuf::internal::WireFormatLite;
 
 // Slice's fields (ps.proto).
 constexpr int kBeginField = 1, kValuesField = 2, kFloat16Field = 3;
+
+/// Received slices as a protobuf input stream, read where they are: the spans of a WireSlice point
+/// into them. (gRPC's ProtoBufferReader reads a copy of each slice, and a small slice keeps its
+/// bytes inside the slice object, so spans into the reader's copy would die with the reader.)
+class SliceStream final : public google::protobuf::io::ZeroCopyInputStream {
+ public:
+  explicit SliceStream(const std::vector<grpc::Slice>& slices) : slices_(slices) {}
+
+  bool Next(const void** data, int* size) override {
+    for (; index_ < slices_.size(); ++index_, offset_ = 0) {
+      const grpc::Slice& s = slices_[index_];
+      if (offset_ < s.size()) {
+        *data = s.begin() + offset_;
+        *size = static_cast<int>(std::min<size_t>(s.size() - offset_, INT_MAX));
+        offset_ += static_cast<size_t>(*size);
+        count_ += *size;
+        return true;
+      }
+    }
+    return false;
+  }
+  void BackUp(int count) override {  // within what the last Next() gave
+    offset_ -= static_cast<size_t>(count);
+    count_ -= count;
+  }
+  bool Skip(int count) override {
+    const void* data = nullptr;
+    int size = 0;
+    while (count > 0) {
+      if (!Next(&data, &size)) return false;
+      const int taken = std::min(count, size);
+      BackUp(size - taken);
+      count -= taken;
+    }
+    return true;
+  }
+  int64_t ByteCount() const override { return count_; }
+
+ private:
+  const std::vector<grpc::Slice>& slices_;
+  size_t index_ = 0, offset_ = 0;
+  int64_t count_ = 0;
+};
 
 /// Reads one Slice message (its length already read and pushed as the limit) into `slice`.
 std::string parse_slice(CodedInputStream& in, WireSlice* slice) {
@@ -106,6 +151,31 @@ void for_each_element(const WireSlice& s, Bulk bulk, One one) {
   }
 }
 
+/// dst[i] = finish(value(element i) [+ dst[i] when accumulating]) for the elements of `s`, in one
+/// pass; returns whether every result is finite.
+template <size_t width, typename Finish, typename Value>
+bool decode_elements(const WireSlice& s, float* dst, bool accumulate, Finish finish, Value value) {
+  uint32_t bad = 0;
+  const auto bulk = [&](const uint8_t* p, size_t n, size_t at) {
+    float* __restrict out = dst + at;
+    uint32_t nonfinite = 0;
+    const auto put = [&](size_t i, float x) {
+      uint32_t bits;
+      std::memcpy(&bits, &x, 4);
+      nonfinite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+      out[i] = x;
+    };
+    if (accumulate) {
+      for (size_t i = 0; i < n; ++i) put(i, finish(out[i] + value(p + width * i)));
+    } else {
+      for (size_t i = 0; i < n; ++i) put(i, finish(value(p + width * i)));
+    }
+    bad |= nonfinite;
+  };
+  for_each_element<width>(s, bulk, [&](const uint8_t* p, size_t at) { bulk(p, 1, at); });
+  return bad == 0;
+}
+
 /// The bytes `write` writes through a CodedOutputStream.
 template <typename Write>
 std::string encoded(Write write) {
@@ -134,34 +204,26 @@ void WireSlice::check(int64_t expected_begin, int64_t count, bool allow_half,
   check_slice(what, float16, begin, bytes, expected_begin, count);
 }
 
-void WireSlice::decode(float* dst, bool accumulate) const {
-  if (float16) {
-    const auto value = [](const uint8_t* p) {
-      uint16_t bits;
-      std::memcpy(&bits, p, 2);
-      return c10::detail::fp16_ieee_to_fp32_value(bits);
-    };
-    for_each_element<2>(
-        *this,
-        [&](const uint8_t* p, size_t n, size_t at) {
-          for (size_t i = 0; i < n; ++i)
-            dst[at + i] = (accumulate ? dst[at + i] : 0.f) + value(p + 2 * i);
-        },
-        [&](const uint8_t* p, size_t at) { dst[at] = (accumulate ? dst[at] : 0.f) + value(p); });
-    return;
-  }
-  if (!accumulate) {
-    copy_bytes(0, bytes, dst);
-    return;
-  }
-  const auto add = [&](const uint8_t* p, size_t n, size_t at) {
-    for (size_t i = 0; i < n; ++i) {
-      float v;
-      std::memcpy(&v, p + 4 * i, 4);
-      dst[at + i] += v;
+bool WireSlice::decode(float* dst, bool accumulate, int divide_by) const {
+  const float count = static_cast<float>(divide_by), reciprocal = 1.0f / count;
+  // Dividing by a power of two (1 too) is multiplying by its reciprocal, exactly, and cheaper.
+  const bool by_reciprocal = divide_by > 0 && (divide_by & (divide_by - 1)) == 0;
+  const auto values = [&](auto finish) {
+    if (float16) {
+      return decode_elements<2>(*this, dst, accumulate, finish, [](const uint8_t* p) {
+        uint16_t bits;
+        std::memcpy(&bits, p, 2);
+        return c10::detail::fp16_ieee_to_fp32_value(bits);
+      });
     }
+    return decode_elements<4>(*this, dst, accumulate, finish, [](const uint8_t* p) {
+      float v;
+      std::memcpy(&v, p, 4);
+      return v;
+    });
   };
-  for_each_element<4>(*this, add, [&](const uint8_t* p, size_t at) { add(p, 1, at); });
+  if (by_reciprocal) return values([=](float x) { return x * reciprocal; });
+  return values([=](float x) { return x / count; });
 }
 
 void WireSlice::copy_bytes(size_t from, size_t len, void* dst) const {
@@ -175,10 +237,11 @@ void WireSlice::copy_bytes(size_t from, size_t len, void* dst) const {
 std::string parse_with_slice(const grpc::ByteBuffer& buffer, int slice_field,
                              google::protobuf::MessageLite* header, WireSlice* slice) {
   *slice = WireSlice();
-  grpc::ByteBuffer shared(buffer);  // a reference to the same slices, which the reader needs
-  grpc::ProtoBufferReader reader(&shared);
-  if (!reader.status().ok()) return "an unreadable message";
-  CodedInputStream in(&reader);
+  auto slices = std::make_shared<std::vector<grpc::Slice>>();
+  if (!buffer.Dump(slices.get()).ok()) return "an unreadable message";
+  slice->received = slices;  // references to the buffer's slices, which the spans point into
+  SliceStream stream(*slices);
+  CodedInputStream in(&stream);
   std::string rest;  // every other field, re-encoded for protobuf to parse
   {
     StringOutputStream rest_stream(&rest);
@@ -203,8 +266,6 @@ std::string parse_with_slice(const grpc::ByteBuffer& buffer, int slice_field,
     }
     if (!in.ConsumedEntireMessage()) return "a malformed message";
   }
-  // The spans point into the slices `buffer` references too (gRPC hands messages over
-  // decompressed, so the reader read those slices themselves): valid while it lives.
   return header->ParseFromString(rest) ? "" : "a malformed message";
 }
 

@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,19 +25,22 @@
 
 namespace dtrain::distributed::ps {
 
-/// A Slice message read in place: its values are spans of a received byte buffer, valid while
-/// that buffer lives.
+/// A Slice message read in place: its values are spans of a received byte buffer's slices, which
+/// it (and every copy of it) holds.
 struct WireSlice {
   int64_t begin = 0;
   bool float16 = false;
   std::vector<std::pair<const uint8_t*, size_t>> spans;
-  size_t bytes = 0;  // total length of the spans
+  size_t bytes = 0;                                          // total length of the spans
+  std::shared_ptr<const std::vector<grpc::Slice>> received;  // what the spans point into
 
   /// Throws std::invalid_argument (as view_slice does) unless these are the values of
   /// [begin, begin + count), float32 or, with `allow_half`, float16.
   void check(int64_t begin, int64_t count, bool allow_half, const std::string& what) const;
-  /// Writes the values as float32 into dst[0, count) (accumulate: adds them), converting float16.
-  void decode(float* dst, bool accumulate) const;
+  /// Writes the values as float32 into dst[0, count) (accumulate: adds them to what is there),
+  /// converting float16; with `divide_by` the results are then divided by it (a sum into an
+  /// average), in the same pass. Returns whether every result is finite.
+  bool decode(float* dst, bool accumulate, int divide_by = 1) const;
   /// Copies `len` bytes from byte `from` of the values to `dst`.
   void copy_bytes(size_t from, size_t len, void* dst) const;
 };

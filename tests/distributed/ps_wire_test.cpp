@@ -6,7 +6,9 @@
 
 #include <c10/util/Half.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace dtrain::distributed::ps {
 namespace {
@@ -133,6 +135,59 @@ TEST(PsWire, Float16ValuesAreWidened) {
     const std::vector<float> got = decoded(slice, 5);
     for (size_t i = 0; i < values.size(); ++i) {
       EXPECT_EQ(got[i], static_cast<float>(c10::Half(values[i]))) << i << " in pieces of " << piece;
+    }
+  }
+}
+
+// A sync step's last push: summed into what is there and divided by the number of pushes in the
+// same pass, exactly as dividing afterwards (a power of two by its reciprocal, which must give
+// the same bits), and a NaN or Inf anywhere in the result reported, float32 and float16 alike.
+TEST(PsWire, DecodingAveragesAndReportsNonFiniteResults) {
+  std::vector<float> values(1001), start(1001);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = 0.1f * static_cast<float>(i) - 7.3f;
+    start[i] = 1.7f - 0.03f * static_cast<float>(i);
+  }
+  for (const bool half : {false, true}) {
+    std::string bytes;
+    std::vector<float> sent = values;  // what the wire holds, as float32
+    for (float& v : sent) {
+      if (half) {
+        const c10::Half h(v);
+        bytes.append(reinterpret_cast<const char*>(&h.x), 2);
+        v = static_cast<float>(h);
+      } else {
+        bytes.append(reinterpret_cast<const char*>(&v), 4);
+      }
+    }
+    PushRequest push;
+    push.mutable_gradient()->set_values(bytes);
+    push.mutable_gradient()->set_float16(half);
+    const std::string message = push.SerializeAsString();
+    for (const size_t piece : {size_t{3}, message.size()}) {
+      const grpc::ByteBuffer wire = in_pieces(message, piece);  // the slice's spans are in it
+      PushRequest head;
+      WireSlice slice;
+      ASSERT_EQ(parse_with_slice(wire, PushRequest::kGradientFieldNumber, &head, &slice), "");
+      for (const int n : {1, 2, 3, 4, 7}) {
+        SCOPED_TRACE("half " + std::to_string(half) + ", pieces of " + std::to_string(piece) +
+                     ", divided by " + std::to_string(n));
+        std::vector<float> out = start;
+        EXPECT_TRUE(slice.decode(out.data(), /*accumulate=*/true, n));
+        std::vector<float> alone(values.size(), -1.f);
+        EXPECT_TRUE(slice.decode(alone.data(), /*accumulate=*/false, n));
+        for (size_t i = 0; i < values.size(); ++i) {
+          ASSERT_EQ(out[i], (start[i] + sent[i]) / static_cast<float>(n)) << i;
+          ASSERT_EQ(alone[i], sent[i] / static_cast<float>(n)) << i;
+        }
+      }
+      for (const size_t at : {size_t{0}, size_t{500}, values.size() - 1}) {
+        for (const float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+          std::vector<float> out = start;
+          out[at] = bad;
+          EXPECT_FALSE(slice.decode(out.data(), /*accumulate=*/true, 2)) << at;
+        }
+      }
     }
   }
 }

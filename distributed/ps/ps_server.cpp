@@ -189,6 +189,7 @@ class Service final : public PsService {
     const bool finite = gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/pushed_.size() > 1,
                                         last ? training_tasks_ : 1);
     if (last) {
+      step_reply_ = grpc::ByteBuffer();  // the last step's, which every task has by now
       const bool skipped = !finite;
       if (skipped) {
         spdlog::warn("step {}: NaN/Inf in the averaged gradient; every worker skips it", step);
@@ -386,12 +387,12 @@ class Service final : public PsService {
     return Status::OK;
   }
 
-  /// A PushReply with the shard's current values: one copy, which every reply it is given to
-  /// shares.
+  /// A PushReply with the shard's current values, sent from the shard's own memory: the reply
+  /// holds a reference to it, and apply() leaves memory that a reply still holds alone.
   grpc::ByteBuffer values_reply(const PushReply& header) const {
     OutgoingValues values;
     values.begin = begin_;
-    values.add(shard_.clone());
+    values.add(shard_.alias());
     return serialize_with_slice(header, PushReply::kSliceFieldNumber, values);
   }
 
@@ -453,6 +454,11 @@ class Service final : public PsService {
   }
 
   void apply(const torch::Tensor& grad) {
+    // Copy on write: while a reply gRPC has not finished sending still references the values'
+    // memory (it is sent as it is), the update goes to a copy and that reply keeps the old one.
+    // In sync mode this is rare: the next step needs every task's push, which comes only after
+    // the task has received its whole reply.
+    if (shard_.storage().use_count() > 1) shard_.set_(shard_.clone());
     shard_.mutable_grad() = grad;
     opt_->step();
     shard_.mutable_grad() = torch::Tensor();  // (grad_ is the next push's)

@@ -11,10 +11,13 @@
 #include <fstream>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include "core/subprocess.h"
 #include "distributed/ports.h"
 #include "distributed/ps/ps.grpc.pb.h"
+#include "distributed/ps/ps_server.h"
+#include "distributed/ps/ps_wire.h"
 #include "test_util.h"
 
 namespace dtrain::distributed::ps {
@@ -235,6 +238,54 @@ TEST_F(PsProtocol, ASecondPsOnTheSameAddressFailsNamingIt) {
       60);
   EXPECT_NE(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("cannot listen on " + address_), std::string::npos) << second.output;
+}
+
+// A push's reply is sent from the shard's own memory. A reply that is not sent yet (here: one
+// kept) must keep the values of its step while later pushes update the shard, in sync and async
+// mode: the update goes to a copy then.
+TEST(PsService, ARepliesValuesStayThoseOfItsStepWhileLaterPushesApply) {
+  for (const bool sync : {true, false}) {
+    SCOPED_TRACE(sync ? "sync" : "async");
+    ServerOptions o;
+    o.sync = sync;
+    o.known_tasks = {"chief:0", "worker:0"};
+    o.peer_timeout_seconds = 0;
+    o.min_wait_seconds = 0;
+    const std::unique_ptr<PsService> service = make_service(o);
+    grpc::ServerContext ctx;
+    const InitRequest init = small_init();  // values 1, 2, 3, 4; SGD at rate 0.5; one task
+    InitReply init_rep;
+    ASSERT_TRUE(service->Init(&ctx, &init, &init_rep).ok());
+    RegisterRequest reg;
+    reg.set_task("worker:0");
+    RegisterReply reg_rep;
+    ASSERT_TRUE(service->Register(&ctx, &reg, &reg_rep).ok());
+    std::vector<grpc::ByteBuffer> replies;
+    for (int step = 1; step <= 3; ++step) {
+      PushRequest push;
+      push.set_task("worker:0");
+      push.set_step(step);
+      push.set_pulled_version(step - 1);
+      push.mutable_gradient()->set_begin(0);
+      push.mutable_gradient()->set_values(floats({1, 1, 1, 1}));
+      const std::string bytes = push.SerializeAsString();
+      grpc::Slice slice(bytes.data(), bytes.size());
+      grpc::ByteBuffer reply;
+      ASSERT_TRUE(service->push(&ctx, grpc::ByteBuffer(&slice, 1), &reply).ok()) << step;
+      replies.push_back(reply);
+    }
+    for (size_t k = 0; k < replies.size(); ++k) {
+      PushReply head;
+      WireSlice values;
+      ASSERT_EQ(parse_with_slice(replies[k], PushReply::kSliceFieldNumber, &head, &values), "");
+      EXPECT_EQ(head.version(), static_cast<int64_t>(k + 1));
+      std::vector<float> got(4);
+      values.decode(got.data(), false);
+      const float moved = 0.5f * static_cast<float>(k + 1);
+      EXPECT_EQ(got, std::vector<float>({1 - moved, 2 - moved, 3 - moved, 4 - moved}))
+          << "the reply of step " << k + 1;
+    }
+  }
 }
 
 TEST(PsSecurity, NoTokenRefusesToStartUnlessInsecure) {

@@ -189,7 +189,8 @@ class Service final : public PsService {
     const bool finite = gradient.decode(grad_.data_ptr<float>(), /*accumulate=*/pushed_.size() > 1,
                                         last ? training_tasks_ : 1);
     if (last) {
-      step_reply_ = grpc::ByteBuffer();  // the last step's, which every task has by now
+      // The last step's reply: every task has taken it (none could push this step before).
+      step_reply_ = grpc::ByteBuffer();
       const bool skipped = !finite;
       if (skipped) {
         spdlog::warn("step {}: NaN/Inf in the averaged gradient; every worker skips it", step);
@@ -456,8 +457,8 @@ class Service final : public PsService {
   void apply(const torch::Tensor& grad) {
     // Copy on write: while a reply gRPC has not finished sending still references the values'
     // memory (it is sent as it is), the update goes to a copy and that reply keeps the old one.
-    // In sync mode this is rare: the next step needs every task's push, which comes only after
-    // the task has received its whole reply.
+    // In sync mode it does not happen in practice: the next step needs every task's push, which
+    // a task sends only after it has received its whole reply.
     if (shard_.storage().use_count() > 1) shard_.set_(shard_.clone());
     shard_.mutable_grad() = grad;
     opt_->step();

@@ -5,9 +5,10 @@
 // into the ps's parsed request, the same three again for the reply, and into the parameters.
 // Here the messages travel as gRPC byte buffers: the values field is a list of slices that point
 // at the tensors' memory (sent as they are), and a received message's values are read in place
-// from the receive buffers; only the copy into the parameters is left, and one copy of the
-// values a step on the ps. The bytes on the wire are the same protobuf encoding, so either side
-// may still be the generated code (tests, other clients).
+// from the receive buffers; only the copy into the parameters is left (the ps sends its values
+// as they are, copying them only to update them while a reply is still being sent). The bytes on
+// the wire are the same protobuf encoding, so either side may still be the generated code
+// (tests, other clients).
 #pragma once
 
 #include <grpcpp/grpcpp.h>

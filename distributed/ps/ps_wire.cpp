@@ -13,6 +13,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "distributed/detail.h"
 #include "distributed/ps/ps_common.h"
 
 namespace dtrain::distributed::ps {
@@ -160,9 +161,7 @@ bool decode_elements(const WireSlice& s, float* dst, bool accumulate, Finish fin
     float* __restrict out = dst + at;
     uint32_t nonfinite = 0;
     const auto put = [&](size_t i, float x) {
-      uint32_t bits;
-      std::memcpy(&bits, &x, 4);
-      nonfinite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+      nonfinite |= detail::nonfinite_bit(x);
       out[i] = x;
     };
     if (accumulate) {
@@ -205,10 +204,7 @@ void WireSlice::check(int64_t expected_begin, int64_t count, bool allow_half,
 }
 
 bool WireSlice::decode(float* dst, bool accumulate, int divide_by) const {
-  const float count = static_cast<float>(divide_by), reciprocal = 1.0f / count;
-  // Dividing by a power of two (1 too) is multiplying by its reciprocal, exactly, and cheaper.
-  const bool by_reciprocal = divide_by > 0 && (divide_by & (divide_by - 1)) == 0;
-  const auto values = [&](auto finish) {
+  return detail::with_division_by<float>(divide_by, [&](auto finish) {
     if (float16) {
       return decode_elements<2>(*this, dst, accumulate, finish, [](const uint8_t* p) {
         uint16_t bits;
@@ -221,9 +217,7 @@ bool WireSlice::decode(float* dst, bool accumulate, int divide_by) const {
       std::memcpy(&v, p, 4);
       return v;
     });
-  };
-  if (by_reciprocal) return values([=](float x) { return x * reciprocal; });
-  return values([=](float x) { return x / count; });
+  });
 }
 
 void WireSlice::copy_bytes(size_t from, size_t len, void* dst) const {

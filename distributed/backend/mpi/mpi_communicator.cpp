@@ -141,20 +141,15 @@ void add_into(void* dst, const void* src, int64_t n, torch::ScalarType type) {
 #endif
 
 // out[i] = finish(a[i] + b[i]) for i < m, where `out` may be `a` or `b`; returns whether every
-// result is finite (always for integers), checked on the bits as detail::all_finite does.
+// result is finite (always for integers).
 template <typename T, typename Finish>
 bool add_finish(const T* a, const T* b, T* out, int64_t m, Finish finish) {
   if constexpr (std::is_floating_point_v<T>) {
-    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    constexpr Bits kExponent =
-        static_cast<Bits>(sizeof(T) == 4 ? 0x7f800000ull : 0x7ff0000000000000ull);
-    Bits bad = 0;
+    decltype(detail::nonfinite_bit(T{})) bad = 0;
     DTRAIN_ELEMENTWISE_LOOP
     for (int64_t i = 0; i < m; ++i) {
       const T x = finish(a[i] + b[i]);
-      Bits bits;
-      std::memcpy(&bits, &x, sizeof bits);
-      bad |= static_cast<Bits>((bits & kExponent) == kExponent);
+      bad |= detail::nonfinite_bit(x);
       out[i] = x;
     }
     return bad == 0;
@@ -178,30 +173,23 @@ bool reduce_slots(const std::vector<char*>& slots, size_t mine, size_t offset, i
   alignas(64) T acc[kChunk];
   const size_t n = slots.size();
   auto at = [&](size_t k, int64_t i) { return reinterpret_cast<T*>(slots[k] + offset) + i; };
-  // Dividing by a power of two is multiplying by its reciprocal, exactly, and much cheaper.
-  const T count = static_cast<T>(n);
-  const T reciprocal = static_cast<T>(1) / count;
-  const bool by_reciprocal = std::is_floating_point_v<T> && (n & (n - 1)) == 0;
-  bool finite = true;
-  for (int64_t c = lo; c < hi; c += kChunk) {
-    const int64_t m = std::min(kChunk, hi - c);
-    const T* partial = at(0, c);
-    if (n > 2) {
-      add_finish(partial, at(1, c), acc, m, [](T x) { return x; });
-      for (size_t k = 2; k + 1 < n; ++k) add_finish(acc, at(k, c), acc, m, [](T x) { return x; });
-      partial = acc;
+  const auto same = [](T x) { return x; };
+  const auto reduce = [&](auto finish) {
+    bool finite = true;
+    for (int64_t c = lo; c < hi; c += kChunk) {
+      const int64_t m = std::min(kChunk, hi - c);
+      const T* partial = at(0, c);
+      if (n > 2) {
+        add_finish(partial, at(1, c), acc, m, same);
+        for (size_t k = 2; k + 1 < n; ++k) add_finish(acc, at(k, c), acc, m, same);
+        partial = acc;
+      }
+      finite = add_finish(partial, at(n - 1, c), at(mine, c), m, finish) && finite;
     }
-    const T* last = at(n - 1, c);
-    T* out = at(mine, c);
-    if (!average) {
-      finite = add_finish(partial, last, out, m, [](T x) { return x; }) && finite;
-    } else if (by_reciprocal) {
-      finite = add_finish(partial, last, out, m, [=](T x) { return x * reciprocal; }) && finite;
-    } else {
-      finite = add_finish(partial, last, out, m, [=](T x) { return x / count; }) && finite;
-    }
-  }
-  return finite;
+    return finite;
+  };
+  if (!average) return reduce(same);
+  return detail::with_division_by<T>(static_cast<int64_t>(n), reduce);
 }
 
 // A window of `bytes` (rounded up to whole pages) per rank of `comm`, every rank's slot mapped

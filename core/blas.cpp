@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <torch/types.h>
 
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 
@@ -44,6 +45,14 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const fl
   bool fits = true;
   for (int64_t v : {m, n, k, lda, ldb, ldc}) fits = fits && v <= std::numeric_limits<int>::max();
   if (const CblasSgemm fn = cblas_sgemm_in_process(); fn != nullptr && fits) {
+    if (beta == 0.0f) {
+      // OpenBLAS clears C for beta 0 in a pass of its own (sgemm_beta) that runs at a sixth of
+      // memset's speed: 37 us of a 140 us 150x784x50 GEMM here. Cleared here and added to, the
+      // result has the same bits (0 + x is x; C's old contents, NaN included, are not read).
+      for (int64_t i = 0; i < m; ++i)
+        std::memset(c + i * ldc, 0, static_cast<size_t>(n) * sizeof(float));
+      beta = 1.0f;
+    }
     fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
        static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b,
        static_cast<int>(ldb), beta, c, static_cast<int>(ldc));

@@ -5,8 +5,6 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/wire_format_lite.h>
 
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -152,26 +150,31 @@ void for_each_element(const WireSlice& s, Bulk bulk, One one) {
   }
 }
 
-/// dst[i] = finish(value(element i) [+ dst[i] when accumulating]) for the elements of `s`, in one
-/// pass; returns whether every result is finite.
-template <size_t width, typename Finish, typename Value>
-bool decode_elements(const WireSlice& s, float* dst, bool accumulate, Finish finish, Value value) {
-  uint32_t bad = 0;
-  const auto bulk = [&](const uint8_t* p, size_t n, size_t at) {
-    float* __restrict out = dst + at;
-    uint32_t nonfinite = 0;
-    const auto put = [&](size_t i, float x) {
-      nonfinite |= detail::nonfinite_bit(x);
-      out[i] = x;
-    };
-    if (accumulate) {
-      for (size_t i = 0; i < n; ++i) put(i, finish(out[i] + value(p + width * i)));
-    } else {
-      for (size_t i = 0; i < n; ++i) put(i, finish(value(p + width * i)));
-    }
-    bad |= nonfinite;
+/// out[i] = finish(value(i) [+ out[i] when accumulating]) for i < n, in one pass; returns 1 if a
+/// result is NaN or Inf, else 0.
+template <typename Finish, typename Value>
+uint32_t finish_into(float* __restrict out, size_t n, bool accumulate, Finish finish, Value value) {
+  uint32_t nonfinite = 0;
+  const auto put = [&](size_t i, float x) {
+    nonfinite |= detail::nonfinite_bit(x);
+    out[i] = x;
   };
-  for_each_element<width>(s, bulk, [&](const uint8_t* p, size_t at) { bulk(p, 1, at); });
+  if (accumulate) {
+    for (size_t i = 0; i < n; ++i) put(i, finish(out[i] + value(i)));
+  } else {
+    for (size_t i = 0; i < n; ++i) put(i, finish(value(i)));
+  }
+  return nonfinite;
+}
+
+/// bulk(element bytes, count, dst + index) for the elements of `s` (of `width` bytes each), which
+/// returns 1 if a result is NaN or Inf; returns whether every result is finite.
+template <size_t width, typename Bulk>
+bool decode_elements(const WireSlice& s, float* dst, Bulk bulk) {
+  uint32_t bad = 0;
+  for_each_element<width>(
+      s, [&](const uint8_t* p, size_t n, size_t at) { bad |= bulk(p, n, dst + at); },
+      [&](const uint8_t* p, size_t at) { bad |= bulk(p, 1, dst + at); });
   return bad == 0;
 }
 
@@ -205,17 +208,26 @@ void WireSlice::check(int64_t expected_begin, int64_t count, bool allow_half,
 
 bool WireSlice::decode(float* dst, bool accumulate, int divide_by) const {
   return detail::with_division_by<float>(divide_by, [&](auto finish) {
-    if (float16) {
-      return decode_elements<2>(*this, dst, accumulate, finish, [](const uint8_t* p) {
-        uint16_t bits;
-        std::memcpy(&bits, p, 2);
-        return c10::detail::fp16_ieee_to_fp32_value(bits);
+    if (float16) {  // converted a block at a time (vectorised), then finished from L1
+      return decode_elements<2>(*this, dst, [&](const uint8_t* p, size_t n, float* out) {
+        constexpr size_t kBlock = 1024;
+        float block[kBlock];
+        uint32_t nonfinite = 0;
+        for (size_t at = 0; at < n; at += kBlock) {
+          const size_t m = std::min(kBlock, n - at);
+          detail::halves_to_floats(p + 2 * at, block, static_cast<int64_t>(m));
+          nonfinite |=
+              finish_into(out + at, m, accumulate, finish, [&](size_t i) { return block[i]; });
+        }
+        return nonfinite;
       });
     }
-    return decode_elements<4>(*this, dst, accumulate, finish, [](const uint8_t* p) {
-      float v;
-      std::memcpy(&v, p, 4);
-      return v;
+    return decode_elements<4>(*this, dst, [&](const uint8_t* p, size_t n, float* out) {
+      return finish_into(out, n, accumulate, finish, [p](size_t i) {
+        float v;
+        std::memcpy(&v, p + 4 * i, 4);
+        return v;
+      });
     });
   });
 }
@@ -268,14 +280,20 @@ OutgoingValues outgoing_range(const NamedTensors& tensors, int64_t begin, int64_
   v.begin = begin;
   v.float16 = half;
   const auto type = half ? torch::kHalf : torch::kFloat;
-  for_each_part(
-      tensors, begin, end, [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
-        torch::Tensor part = t.detach().reshape(-1).narrow(0, first, n);
-        if (part.device() != torch::kCPU || part.scalar_type() != type || !part.is_contiguous()) {
-          part = part.to(torch::kCPU, type).contiguous();
-        }
-        v.add(std::move(part));
-      });
+  for_each_part(tensors, begin, end,
+                [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
+                  torch::Tensor part = t.detach().reshape(-1).narrow(0, first, n);
+                  if (half && part.device() == torch::kCPU && part.scalar_type() == torch::kFloat &&
+                      part.is_contiguous()) {
+                    torch::Tensor halves = torch::empty({n}, torch::kHalf);
+                    detail::floats_to_halves(part.data_ptr<float>(), halves.data_ptr(), n);
+                    part = std::move(halves);
+                  } else if (part.device() != torch::kCPU || part.scalar_type() != type ||
+                             !part.is_contiguous()) {
+                    part = part.to(torch::kCPU, type).contiguous();
+                  }
+                  v.add(std::move(part));
+                });
   return v;
 }
 

@@ -1,6 +1,5 @@
 #include "distributed/backend/mpi/mpi_communicator.h"
 
-#include <c10/util/Half.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
@@ -72,9 +71,7 @@ void check_tensor(const torch::Tensor& t, const char* call, bool bytes_ok = fals
 
 // Sum of halves for MPI_Allreduce (MPI has no half type).
 void half_sum(void* in, void* inout, int* len, MPI_Datatype*) {
-  auto* a = static_cast<const c10::Half*>(in);
-  auto* b = static_cast<c10::Half*>(inout);
-  for (int i = 0; i < *len; ++i) b[i] = static_cast<float>(a[i]) + static_cast<float>(b[i]);
+  detail::add_halves(inout, in, *len);
 }
 
 MPI_Op half_sum_op() {
@@ -122,6 +119,8 @@ void add_into(void* dst, const void* src, int64_t n, torch::ScalarType type) {
       return add_loop<int32_t>(dst, src, n);
     case torch::kLong:
       return add_loop<int64_t>(dst, src, n);
+    case torch::kHalf:
+      return detail::add_halves(dst, src, n);
     default: {
       auto d = torch::from_blob(dst, {n}, type);
       d.add_(torch::from_blob(const_cast<void*>(src), {n}, type));

@@ -2,6 +2,7 @@
 
 #include "core/blas.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <torch/types.h>
@@ -67,7 +68,12 @@ std::pair<int64_t, int64_t> member_rows(const torch::Tensor& t, int member, int 
   return {begin * row, end * row};
 }
 
+void flush_denormals_on_this_thread() {
+  at::globalContext().setFlushDenormal(true);  // (false, and nothing set, where the CPU cannot)
+}
+
 void set_compute_threads(int threads) {
+  flush_denormals_on_this_thread();
   g_compute_threads.store(std::max(1, threads));
   at::set_num_threads(1);
   set_blas_threads(std::max(1, threads));
@@ -137,6 +143,7 @@ void ThreadTeam::barrier() {
 void ThreadTeam::work(int member) {
   // One thread's share of a step is single-threaded: no OpenMP team inside it.
   set_openmp_threads(1);
+  flush_denormals_on_this_thread();
   torch::NoGradGuard no_grad;
   uint64_t seen = 0;
   while (true) {

@@ -15,6 +15,7 @@
 #include "core/file_util.h"
 #include "core/optimizers.h"
 #include "core/stop_signal.h"
+#include "core/thread_team.h"
 #include "distributed/detail.h"
 #include "distributed/ps/ps_common.h"
 #include "distributed/ps/ps_wire.h"
@@ -461,6 +462,7 @@ class Service final : public PsService {
     // a task sends only after it has received its whole reply.
     if (shard_.storage().use_count() > 1) shard_.set_(shard_.clone());
     shard_.mutable_grad() = grad;
+    flush_denormals_on_this_thread();  // (gRPC's threads) as the workers' compute threads do
     opt_->step();
     shard_.mutable_grad() = torch::Tensor();  // (grad_ is the next push's)
   }

@@ -214,22 +214,6 @@ void AllreduceSync::read_control(const Bucket& b) {
   control_.checkpoint = c[kControlSlots - 1].item<double>() > 0;
 }
 
-namespace {
-// dst = src (1-D, as many elements), converted to dst's type: float and half on the CPU through
-// detail's vectorised conversions (Tensor::copy_ takes 3x as long), anything else by copy_.
-void copy_converting(torch::Tensor dst, const torch::Tensor& src) {
-  const bool cpu =
-      dst.device().is_cpu() && src.device().is_cpu() && dst.is_contiguous() && src.is_contiguous();
-  if (cpu && src.scalar_type() == torch::kFloat && dst.scalar_type() == torch::kHalf) {
-    detail::floats_to_halves(src.data_ptr<float>(), dst.data_ptr(), src.numel());
-  } else if (cpu && src.scalar_type() == torch::kHalf && dst.scalar_type() == torch::kFloat) {
-    detail::halves_to_floats(src.data_ptr(), dst.data_ptr<float>(), src.numel());
-  } else {
-    dst.copy_(src);
-  }
-}
-}  // namespace
-
 GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
   ++step_;
   inject_fault(grads);
@@ -262,7 +246,7 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
     if (!direct) {
       for (size_t i : b.members) {
         const torch::Tensor& g = grads[i].second;
-        copy_converting(b.buffer.narrow(0, offset, g.numel()), g.reshape(-1));
+        detail::copy_converting(b.buffer.narrow(0, offset, g.numel()), g.reshape(-1));
         offset += g.numel();
       }
     }
@@ -284,7 +268,7 @@ GradientSync::Outcome AllreduceSync::synchronize(const NamedTensors& grads) {
       if (part.scalar_type() == g.scalar_type() && part.device() == g.device()) {
         at::mul_out(g, part, scale);  // unpack and average in one pass
       } else {
-        copy_converting(g, part);
+        detail::copy_converting(g, part);
         g.mul_(scale);
       }
       offset += g.numel();

@@ -115,6 +115,18 @@ void add_halves(void* dst, const void* src, int64_t n, bool allow_f16c) {
   }
 }
 
+void copy_converting(const torch::Tensor& dst, const torch::Tensor& src) {
+  const bool cpu =
+      dst.device().is_cpu() && src.device().is_cpu() && dst.is_contiguous() && src.is_contiguous();
+  if (cpu && src.scalar_type() == torch::kFloat && dst.scalar_type() == torch::kHalf) {
+    floats_to_halves(src.data_ptr<float>(), dst.data_ptr(), src.numel());
+  } else if (cpu && src.scalar_type() == torch::kHalf && dst.scalar_type() == torch::kFloat) {
+    halves_to_floats(src.data_ptr(), dst.data_ptr<float>(), src.numel());
+  } else {
+    dst.copy_(src);
+  }
+}
+
 bool all_finite(const torch::Tensor& t) {
   const torch::Tensor c = t.device().is_cpu() ? t.contiguous() : t.contiguous().cpu();
   return all_finite(c.data_ptr(), c.numel(), c.scalar_type());

@@ -55,6 +55,10 @@ void floats_to_halves(const float* in, void* out, int64_t n, bool allow_f16c = t
 /// as c10::Half adds.
 void add_halves(void* dst, const void* src, int64_t n, bool allow_f16c = true);
 
+/// dst = src, 1-D tensors of as many elements, converted to dst's type and device: float <-> half
+/// on the CPU through the conversions above, anything else by Tensor::copy_.
+void copy_converting(const torch::Tensor& dst, const torch::Tensor& src);
+
 /// "key: mine vs ref; ..." for every field where two JSON objects differ (nested objects
 /// recursively, keys prefixed with `prefix`); empty if equal.
 std::string diff_json(const nlohmann::json& mine, const nlohmann::json& ref,

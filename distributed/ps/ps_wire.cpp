@@ -280,20 +280,16 @@ OutgoingValues outgoing_range(const NamedTensors& tensors, int64_t begin, int64_
   v.begin = begin;
   v.float16 = half;
   const auto type = half ? torch::kHalf : torch::kFloat;
-  for_each_part(tensors, begin, end,
-                [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
-                  torch::Tensor part = t.detach().reshape(-1).narrow(0, first, n);
-                  if (half && part.device() == torch::kCPU && part.scalar_type() == torch::kFloat &&
-                      part.is_contiguous()) {
-                    torch::Tensor halves = torch::empty({n}, torch::kHalf);
-                    detail::floats_to_halves(part.data_ptr<float>(), halves.data_ptr(), n);
-                    part = std::move(halves);
-                  } else if (part.device() != torch::kCPU || part.scalar_type() != type ||
-                             !part.is_contiguous()) {
-                    part = part.to(torch::kCPU, type).contiguous();
-                  }
-                  v.add(std::move(part));
-                });
+  for_each_part(
+      tensors, begin, end, [&](const torch::Tensor& t, int64_t first, int64_t n, int64_t) {
+        torch::Tensor part = t.detach().reshape(-1).narrow(0, first, n);
+        if (part.device() != torch::kCPU || part.scalar_type() != type || !part.is_contiguous()) {
+          torch::Tensor staged = torch::empty({n}, type);
+          detail::copy_converting(staged, part);
+          part = std::move(staged);
+        }
+        v.add(std::move(part));
+      });
   return v;
 }
 

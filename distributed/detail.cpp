@@ -34,6 +34,12 @@ uint16_t load_half(const uint8_t* p) {
 
 void store_half(uint8_t* p, uint16_t bits) { std::memcpy(p, &bits, sizeof bits); }
 
+// One at a time, through c10::Half's public conversions.
+float half_to_float(uint16_t bits) {
+  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+}
+uint16_t float_to_half(float f) { return c10::Half(f).x; }
+
 #if DTRAIN_F16C
 // The first elements, 8 at a time (returns how many were done), compiled for AVX + F16C whatever
 // the build targets; called only on a CPU that has both.
@@ -95,13 +101,13 @@ bool have_f16c() { return false; }
 void halves_to_floats(const void* in, float* out, int64_t n, bool allow_f16c) {
   const auto* p = static_cast<const uint8_t*>(in);
   int64_t i = allow_f16c && have_f16c() ? halves_to_floats_f16c(p, out, n) : 0;
-  for (; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(load_half(p + 2 * i));
+  for (; i < n; ++i) out[i] = half_to_float(load_half(p + 2 * i));
 }
 
 void floats_to_halves(const float* in, void* out, int64_t n, bool allow_f16c) {
   auto* p = static_cast<uint8_t*>(out);
   int64_t i = allow_f16c && have_f16c() ? floats_to_halves_f16c(in, p, n) : 0;
-  for (; i < n; ++i) store_half(p + 2 * i, c10::detail::fp16_ieee_from_fp32_value(in[i]));
+  for (; i < n; ++i) store_half(p + 2 * i, float_to_half(in[i]));
 }
 
 void add_halves(void* dst, const void* src, int64_t n, bool allow_f16c) {
@@ -109,9 +115,8 @@ void add_halves(void* dst, const void* src, int64_t n, bool allow_f16c) {
   const auto* s = static_cast<const uint8_t*>(src);
   int64_t i = allow_f16c && have_f16c() ? add_halves_f16c(d, s, n) : 0;
   for (; i < n; ++i) {
-    const float sum = c10::detail::fp16_ieee_to_fp32_value(load_half(d + 2 * i)) +
-                      c10::detail::fp16_ieee_to_fp32_value(load_half(s + 2 * i));
-    store_half(d + 2 * i, c10::detail::fp16_ieee_from_fp32_value(sum));
+    const float sum = half_to_float(load_half(d + 2 * i)) + half_to_float(load_half(s + 2 * i));
+    store_half(d + 2 * i, float_to_half(sum));
   }
 }
 

@@ -30,7 +30,7 @@ inline std::string proc_field(const char* path, const std::string& prefix) {
   return "";
 }
 
-/// The shared objects of this process whose file name contains "blas".
+/// The shared objects of this process whose file name contains "blas" or "dnnl" (oneDNN).
 inline nlohmann::json loaded_blas() {
   nlohmann::json libs = nlohmann::json::array();
   std::ifstream maps("/proc/self/maps");
@@ -38,7 +38,7 @@ inline nlohmann::json loaded_blas() {
     const auto slash = line.find('/');
     if (slash == std::string::npos) continue;
     const std::string path = line.substr(slash);
-    if (path.find("blas") != std::string::npos &&
+    if ((path.find("blas") != std::string::npos || path.find("dnnl") != std::string::npos) &&
         std::find(libs.begin(), libs.end(), path) == libs.end()) {
       libs.push_back(path);
     }

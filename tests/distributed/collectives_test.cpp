@@ -24,7 +24,8 @@ MpiCommunicator& comm() {
 
 std::vector<int64_t> sizes() {
   const int n = comm().size();
-  return {0, 1, std::max(1, n - 1), 1000003, 16 * 1024 * 1024};
+  // (n + 1 and 33333 are below 512 KiB: with 4 ranks, recursive halving and doubling)
+  return {0, 1, std::max(1, n - 1), n + 1, 33333, 1000003, 16 * 1024 * 1024};
 }
 
 torch::Tensor random_input(int64_t count, torch::ScalarType type, int seed) {
@@ -101,6 +102,23 @@ TEST(Ring, RankFilledBuffersSumToClosedForm) {
       torch::Tensor t = torch::full({count}, comm().rank(), torch::kLong);
       comm().allreduce(t);
       EXPECT_TRUE(torch::equal(t, torch::full({count}, int64_t{n} * (n - 1) / 2, torch::kLong)));
+    }
+  }
+  comm().set_segment_bytes(size_t{1} << 20);
+}
+
+// Each chunk's total is summed on one rank and copied to the others, by the ring and by halving
+// and doubling alike: every rank ends with the same bits.
+TEST(Ring, EveryRankEndsWithTheSameBits) {
+  const int n = comm().size();
+  for (int64_t count : {int64_t{n + 1}, int64_t{33333}, int64_t{300000}}) {
+    for (size_t seg : {size_t{64}, size_t{1} << 20}) {
+      SCOPED_TRACE("count " + std::to_string(count) + ", segments of " + std::to_string(seg));
+      comm().set_segment_bytes(seg);
+      torch::Tensor t = random_input(count, torch::kFloat, static_cast<int>(seg % 97));
+      comm().allreduce(t);
+      const torch::Tensor every = comm().allgather(t);
+      for (int r = 1; r < n; ++r) EXPECT_TRUE(torch::equal(every[r], every[0])) << "rank " << r;
     }
   }
   comm().set_segment_bytes(size_t{1} << 20);

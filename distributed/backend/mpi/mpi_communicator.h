@@ -82,7 +82,20 @@ class MpiCommunicator : public Communicator {
     size_t bytes = 0;          // of each slot
     torch::ScalarType type = torch::kFloat;
   };
+  /// Elements [start, start + count) of a flat buffer.
+  struct Span {
+    int64_t start = 0, count = 0;
+  };
+  /// `count` elements in n contiguous chunks, the first count % n one longer.
+  static std::vector<Span> chunks(int64_t count, int n);
+  /// One step of a message collective on `data` (elements of `dtype`): sends `out` to rank `to`
+  /// while receiving `in` from rank `from`, both in segment_bytes_ pieces; with `reduce`, each
+  /// received piece (into scratch_) is added to `in`'s elements as soon as it arrives, else it is
+  /// received in place. Waits with the stall check, naming `what`.
+  void exchange(char* data, const Span& out, int to, const Span& in, int from, bool reduce,
+                torch::ScalarType dtype, int tag, const char* what);
   void ring_allreduce(torch::Tensor& tensor);
+  void halving_doubling_allreduce(torch::Tensor& tensor);
   void mpi_allreduce(torch::Tensor& tensor);
   /// The window whose slot (of this rank) holds `tensor`, if the ring reduces it there (more than
   /// one rank, some elements, --allreduce ring); else null.
@@ -113,7 +126,7 @@ class MpiCommunicator : public Communicator {
   uint64_t barriers_ = 0;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   size_t segment_bytes_ = size_t{1} << 20;
-  std::vector<char> scratch_;  // receive buffer of the ring's reduce-scatter
+  std::vector<char> scratch_;  // receive buffer of the reduce-scatters
 };
 
 }  // namespace dtrain::distributed

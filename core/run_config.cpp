@@ -162,7 +162,8 @@ std::vector<ConfigOption> make_table() {
           .choices({"none", "ring", "ps"}),
       option("allreduce", &C::allreduce,
              "ring (ours: through shared memory when every rank is on one host, else a message "
-             "ring) or mpi (the MPI library's MPI_Allreduce)")
+             "ring; halving-doubling under 512 KiB at 4, 8, 16... ranks) or mpi (the MPI "
+             "library's MPI_Allreduce)")
           .choices({"ring", "mpi"}),
       option("fusion-threshold-mb", &C::fusion_threshold_mb,
              "gradient fusion buffer size in MiB (0: one buffer per tensor)")

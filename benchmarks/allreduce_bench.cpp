@@ -118,13 +118,7 @@ int main(int argc, char** argv) {
   int iters = 0, warmup = 0, repeats = 0;
   std::string dtype, json_path;
   try {
-    const auto r = options.parse(argc, argv);
-    if (r.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!r.unmatched().empty())
-      throw std::invalid_argument("unexpected argument " + r.unmatched()[0]);
+    const auto r = dtrain::bench::parse_command_line(options, argc, argv);
     min_bytes = parse_size(r["min-bytes"].as<std::string>().c_str());
     max_bytes = parse_size(r["max-bytes"].as<std::string>().c_str());
     iters = r["iters"].as<int>();

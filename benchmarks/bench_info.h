@@ -6,11 +6,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
+#include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
 #include "dtrain/config.h"
@@ -44,6 +48,20 @@ inline nlohmann::json loaded_blas() {
     }
   }
   return libs;
+}
+
+/// The benchmarks' command line: prints the help and exits 0 for --help; throws
+/// std::invalid_argument for an argument that is not an option (and cxxopts' errors for bad ones).
+inline cxxopts::ParseResult parse_command_line(cxxopts::Options& options, int argc, char** argv) {
+  cxxopts::ParseResult r = options.parse(argc, argv);
+  if (r.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    std::exit(0);
+  }
+  if (!r.unmatched().empty()) {
+    throw std::invalid_argument("unexpected argument " + r.unmatched()[0]);
+  }
+  return r;
 }
 
 /// {"benchmark", "command", "date", "machine", "versions", "results"}.

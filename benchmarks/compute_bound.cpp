@@ -31,11 +31,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> widths;
   std::string json_path;
   try {
-    const auto r = options.parse(argc, argv);
-    if (r.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
+    const auto r = dtrain::bench::parse_command_line(options, argc, argv);
     threads = r["threads"].as<int>();
     samples = r["samples"].as<int64_t>();
     widths = r["hidden-sizes"].as<std::vector<int64_t>>();

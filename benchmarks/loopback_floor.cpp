@@ -108,13 +108,7 @@ int main(int argc, char** argv) {
   int64_t push = 0, reply = 0, rounds = 0;
   std::string json_path;
   try {
-    const auto r = options.parse(argc, argv);
-    if (r.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!r.unmatched().empty())
-      throw std::invalid_argument("unexpected argument " + r.unmatched()[0]);
+    const auto r = dtrain::bench::parse_command_line(options, argc, argv);
     workers = r["workers"].as<int>();
     push = r["push-bytes"].as<int64_t>();
     reply = r["reply-bytes"].as<int64_t>();

@@ -52,11 +52,7 @@ int main(int argc, char** argv) {
   int threads = 0, steps = 0;
   std::string json_path;
   try {
-    const auto r = options.parse(argc, argv);
-    if (r.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
+    const auto r = dtrain::bench::parse_command_line(options, argc, argv);
     threads = r["threads"].as<int>();
     steps = r["steps"].as<int>();
     json_path = r["json"].as<std::string>();

@@ -95,6 +95,9 @@ ThreadTeam::~ThreadTeam() {
 }
 
 void ThreadTeam::run(const std::function<void(int)>& fn) {
+  // The members' GEMMs may be oneDNN's, which must not take a signal (core/blas.h); blocked once
+  // here rather than around each of the step's GEMMs.
+  const AsyncSignalsBlocked signals_wait;
   if (workers_.empty()) {
     fn(0);
     return;
@@ -141,6 +144,8 @@ void ThreadTeam::barrier() {
 }
 
 void ThreadTeam::work(int member) {
+  // Signals are for the other threads (core/blas.h: oneDNN's GEMMs must not take one).
+  const AsyncSignalsBlocked never_here;
   // One thread's share of a step is single-threaded: no OpenMP team inside it.
   set_openmp_threads(1);
   flush_denormals_on_this_thread();

@@ -32,7 +32,9 @@ class ThreadTeam {
 
   /// Runs fn(0) .. fn(size() - 1) at once, fn(0) on this thread; returns when all have returned,
   /// rethrowing the first exception any of them threw. Every member runs single-threaded (no
-  /// OpenMP team) with autograd off. Not reentrant.
+  /// OpenMP team) with autograd off and asynchronous signals blocked (AsyncSignalsBlocked, core/
+  /// blas.h): a signal sent meanwhile waits for run() to return or goes to another thread. Not
+  /// reentrant.
   void run(const std::function<void(int)>& fn);
 
   /// Inside run(): waits until every member has reached this barrier (each must, the same number

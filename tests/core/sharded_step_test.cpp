@@ -2,10 +2,14 @@
 #include <torch/nn/module.h>
 #include <torch/utils.h>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cmath>
+#include <csignal>
 #include <stdexcept>
 
+#include "core/blas.h"
 #include "core/optimizers.h"
 #include "core/sharded_step.h"
 #include "core/thread_team.h"
@@ -55,6 +59,36 @@ TEST(ThreadTeam, AMemberFailingBeforeABarrierDoesNotHangTheOthers) {
     });
     EXPECT_EQ(passed.load(), 3);
   }
+}
+
+bool blocked_here(int sig) {
+  sigset_t mask;
+  pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+  return sigismember(&mask, sig) == 1;
+}
+
+// The members' GEMMs may be oneDNN's, which must not take a signal (core/blas.h): every member,
+// teams of one included, runs with SIGTERM and the like blocked, the faults a thread raises itself
+// left alone, and the caller gets its own mask back.
+TEST(ThreadTeam, MembersRunWithAsynchronousSignalsBlocked) {
+  ASSERT_FALSE(blocked_here(SIGTERM));
+  for (int size : {1, 3}) {
+    ThreadTeam team(size);
+    std::vector<int> term(static_cast<size_t>(size), 0), segv(static_cast<size_t>(size), 1);
+    team.run([&](int k) {
+      term[static_cast<size_t>(k)] = blocked_here(SIGTERM) && blocked_here(SIGINT);
+      segv[static_cast<size_t>(k)] = blocked_here(SIGSEGV);
+    });
+    EXPECT_EQ(term, std::vector<int>(static_cast<size_t>(size), 1)) << "team of " << size;
+    EXPECT_EQ(segv, std::vector<int>(static_cast<size_t>(size), 0)) << "team of " << size;
+    EXPECT_FALSE(blocked_here(SIGTERM)) << "team of " << size;
+  }
+  {
+    const AsyncSignalsBlocked outer;
+    { const AsyncSignalsBlocked inner; }
+    EXPECT_TRUE(blocked_here(SIGTERM)) << "an inner guard unblocked the outer one's signals";
+  }
+  EXPECT_FALSE(blocked_here(SIGTERM));
 }
 
 Model small_model(const std::string& activation = "relu") {

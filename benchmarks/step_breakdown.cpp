@@ -1,8 +1,9 @@
-// Where one training step's time goes on the Trainer's own path: gathering the batch's uint8
-// rows, converting them and forward+backward (the MLP's team step, its layers split across
-// --threads members of a ThreadTeam), and the optimizer step (split across the same team), for the
-// default MLP at batch 50 on MNIST-shaped random data. For comparison, in the same run: the same
-// step with autograd and torch::optim::SGD. Microseconds per step.
+// Where one training step's time goes on the Trainer's own path: the batch's labels (its uint8
+// rows are left ungathered), gathering and converting the rows and forward+backward (the MLP's
+// team step, its layers split across --threads members of a ThreadTeam), and the optimizer step
+// (split across the same team), for the default MLP at batch 50 on MNIST-shaped random data. For
+// comparison, in the same run: the same step with autograd and torch::optim::SGD. Microseconds per
+// step.
 //   step_breakdown [--threads N] [--steps S] [--json FILE]
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/module.h>
@@ -118,8 +119,8 @@ int main(int argc, char** argv) {
   std::printf("# step_breakdown: MLP 784-300-100-10, batch 50, %d thread(s), %d steps\n", threads,
               steps);
   std::printf("# %-44s %10s %8s\n", "phase", "us/step", "share");
-  const std::pair<const char*, double> rows[] = {{"batch gather (uint8 rows)", t_batch},
-                                                 {"to float + forward + backward", t_train},
+  const std::pair<const char*, double> rows[] = {{"batch (labels; rows left to the step)", t_batch},
+                                                 {"gather, to float, forward, backward", t_train},
                                                  {"optimizer step (SGD momentum, fused)", t_opt}};
   nlohmann::json phases = nlohmann::json::object();
   for (const auto& [name, us] : rows) {

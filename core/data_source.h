@@ -15,16 +15,26 @@ struct Batch {
   torch::Tensor inputs;
   torch::Tensor targets;
   double input_scale = 1.0;
+  /// From get_stored() possibly: when defined (1-D int64, one per target), the batch's inputs
+  /// are these rows of `inputs`, the source's whole stored tensor, left for the step to gather
+  /// where it converts them (on the threads that use them rather than before the step).
+  torch::Tensor rows = {};
 
-  /// inputs * input_scale as float32 (inputs themselves when they are that already).
+  int64_t size() const { return targets.size(0); }
+  /// The inputs as stored, [B, features]: `inputs`, or its rows `rows` gathered.
+  torch::Tensor stored_inputs() const {
+    return rows.defined() ? inputs.index_select(0, rows) : inputs;
+  }
+  /// stored_inputs() * input_scale as float32 (inputs themselves when they are that already).
   torch::Tensor float_inputs() const;
 };
 
 inline torch::Tensor Batch::float_inputs() const {
-  if (inputs.scalar_type() == torch::kFloat32) {
-    return input_scale == 1.0 ? inputs : inputs.mul(input_scale);
+  const torch::Tensor stored = stored_inputs();
+  if (stored.scalar_type() == torch::kFloat32) {
+    return input_scale == 1.0 ? stored : stored.mul(input_scale);
   }
-  return inputs.to(torch::kFloat32).mul_(input_scale);
+  return stored.to(torch::kFloat32).mul_(input_scale);
 }
 
 /// A data set the Trainer draws batches from by index.
@@ -35,7 +45,8 @@ class BatchSource {
   /// `indices`: 1-D int64 tensor of sample indices in [0, size()).
   virtual Batch get(const torch::Tensor& indices, const torch::Device& device) const = 0;
   /// The same batch on the CPU with its inputs as stored, if the source keeps them in another
-  /// type (see Batch::input_scale). The default is get() on the CPU.
+  /// type (see Batch::input_scale), possibly not yet gathered (Batch::rows). The default is get()
+  /// on the CPU.
   virtual Batch get_stored(const torch::Tensor& indices) const { return get(indices, torch::kCPU); }
 };
 

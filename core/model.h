@@ -42,7 +42,9 @@ struct Model {
   /// block of every layer's output rows (its weights, gradients and optimizer state stay in its
   /// core's cache; activations and partial input gradients are what crosses cores). On the CPU,
   /// on a batch as the source stores it (Batch::input_scale; uint8 inputs are converted by each
-  /// member). Writes each parameter's grad. The Trainer prefers it to splitting the batch
+  /// member, and rows left ungathered, Batch::rows, gathered by them). Writes each parameter's
+  /// grad, and returns {loss (unscaled, 0-dim), number of correct predictions (0-dim int64, as
+  /// logits.argmax(1) counts them)}. The Trainer prefers it to splitting the batch
   /// (core/sharded_step.h) when there is one.
   std::function<std::pair<torch::Tensor, torch::Tensor>(const Batch& batch, double loss_scale,
                                                         bool accumulate, ThreadTeam& team)>

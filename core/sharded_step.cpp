@@ -50,11 +50,10 @@ ShardedStep::ShardedStep(const Model& model, int shards)
 
 std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, double loss_scale,
                                                          bool accumulate) {
-  const int64_t rows = batch.inputs.size(0);
+  const int64_t rows = batch.size();
   const int64_t n = std::min<int64_t>(shards_, rows);
   if (model_.team_step && team_ && rows > 0 && batch.inputs.device().is_cpu()) {
-    auto [loss, logits] = model_.team_step(batch, loss_scale, accumulate, *team_);
-    return {loss, logits.argmax(1).eq(batch.targets).sum()};
+    return model_.team_step(batch, loss_scale, accumulate, *team_);
   }
   const torch::Tensor inputs = batch.float_inputs();
   if (n <= 1) {

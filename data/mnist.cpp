@@ -154,12 +154,14 @@ void MnistDataset::check(const std::string& images_name, const std::string& labe
 }
 
 Batch MnistDataset::get_stored(const torch::Tensor& indices) const {
-  return {images_.index_select(0, indices), labels_.index_select(0, indices), 1.0 / 255.0};
+  // The rows are gathered by the step's threads as they convert them (index_select checks the
+  // indices here).
+  return {images_, labels_.index_select(0, indices), 1.0 / 255.0, indices};
 }
 
 Batch MnistDataset::get(const torch::Tensor& indices, const torch::Device& device) const {
   // The uint8 rows first (4x less memory traffic), moved, then scaled to [0, 1] where they are.
-  Batch b = get_stored(indices);
+  Batch b{images_.index_select(0, indices), labels_.index_select(0, indices), 1.0 / 255.0};
   if (!device.is_cpu()) {
     b.inputs = b.inputs.to(device, /*non_blocking=*/true);
     b.targets = b.targets.to(device, /*non_blocking=*/true);

@@ -47,13 +47,13 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   /// must exist). The GEMMs go straight to BLAS on buffers kept between steps: at batch 50,
   /// LibTorch's per-op dispatch and allocations cost as much as the arithmetic. See
   /// Model::team_step.
-  /// The model's inputs are x * input_scale; uint8 x (pixels) is converted by each member into
-  /// a buffer of its own, which no other core writes.
-  std::pair<torch::Tensor, torch::Tensor> train_step_team(const torch::Tensor& x,
-                                                          double input_scale,
-                                                          const torch::Tensor& targets,
-                                                          double loss_scale, bool accumulate,
-                                                          ThreadTeam& team);
+  /// The model's inputs are x * input_scale, or rows `rows` of x when `rows` is defined (1-D
+  /// int64, one per target: see Batch::rows); uint8 x (pixels) is converted, and rows gathered,
+  /// by each member into a buffer of its own, which no other core writes. Returns {loss,
+  /// number of correct predictions}.
+  std::pair<torch::Tensor, torch::Tensor> train_step_team(
+      const torch::Tensor& x, const torch::Tensor& rows, double input_scale,
+      const torch::Tensor& targets, double loss_scale, bool accumulate, ThreadTeam& team);
   void pretty_print(std::ostream& stream) const override;
 
   MlpOptions options;

@@ -22,8 +22,8 @@ Model make_mlp(const RunConfig& config, const DataShape& shape) {
     return mlp->train_step(x, y, scale, accumulate, grads);
   };
   m.team_step = [mlp](const Batch& batch, double scale, bool accumulate, ThreadTeam& team) mutable {
-    return mlp->train_step_team(batch.inputs, batch.input_scale, batch.targets, scale, accumulate,
-                                team);
+    return mlp->train_step_team(batch.inputs, batch.rows, batch.input_scale, batch.targets, scale,
+                                accumulate, team);
   };
   m.spec = config.model_json();
   m.spec["in_features"] = shape.features;

@@ -216,6 +216,92 @@ TEST(ShardedStep, TeamStepOnStoredPixelsEqualsTheFloatBatch) {
   }
 }
 
+// A batch left ungathered (Batch::rows, as MnistDataset::get_stored gives it) trains bit for bit
+// as the gathered batch: in the team step, whose members gather the rows as they convert them
+// (pixels and floats; other types are gathered before), and on the other paths.
+TEST(ShardedStep, RowsLeftUngatheredTrainAsTheGatheredBatch) {
+  const auto pixels = torch::randint(0, 256, {40, 12}, torch::kLong).to(torch::kUInt8);
+  const auto rows = torch::tensor({39, 0, 7, 7, 12, 3, 25, 25, 1, 30, 18}, torch::kLong);
+  const auto y = torch::randint(0, 4, {rows.size(0)}, torch::kLong);
+  const auto floats = pixels.to(torch::kFloat32) / 7.0;
+  for (bool team : {true, false}) {
+    for (int members : {1, 2, 3}) {
+      for (const torch::Tensor& source : {pixels, floats, floats.to(torch::kDouble)}) {
+        for (double scale : {1.0, 1.0 / 255.0}) {
+          const Batch lazy{source, y, scale, rows};
+          const Batch gathered{source.index_select(0, rows), y, scale};
+          ASSERT_EQ(lazy.size(), rows.size(0));
+          std::vector<std::vector<torch::Tensor>> grads;
+          std::vector<std::pair<torch::Tensor, torch::Tensor>> results;
+          for (const Batch* b : {&lazy, &gathered}) {
+            Model m = mlp_of({9, 7});
+            if (!team) m.team_step = nullptr;
+            ShardedStep step(m, members);
+            results.push_back(step.run(*b, 1.0, false));
+            step.run(*b, 1.0, true);
+            grads.push_back(grads_of(m));
+          }
+          const std::string where = std::string(team ? "team step" : "batch split") + ", " +
+                                    std::to_string(members) + " members, " +
+                                    std::string(c10::toString(source.scalar_type())) +
+                                    " inputs, scale " + std::to_string(scale);
+          EXPECT_TRUE(torch::equal(results[0].first, results[1].first)) << where;
+          EXPECT_EQ(results[0].second.item<int64_t>(), results[1].second.item<int64_t>()) << where;
+          for (size_t i = 0; i < grads[0].size(); ++i) {
+            EXPECT_TRUE(torch::equal(grads[0][i], grads[1][i])) << where << ", parameter " << i;
+          }
+        }
+      }
+    }
+  }
+  // A row outside the inputs is refused before any member starts, and the team goes on.
+  Model m = mlp_of({9, 7});
+  ShardedStep step(m, 2);
+  EXPECT_THROW(
+      step.run({pixels, y.narrow(0, 0, 2), 1.0, torch::tensor({3, 40}, torch::kLong)}, 1.0, false),
+      c10::Error);
+  EXPECT_THROW(
+      step.run({pixels, y.narrow(0, 0, 2), 1.0, torch::tensor({-1, 3}, torch::kLong)}, 1.0, false),
+      c10::Error);
+  const auto [loss, correct] = step.run({pixels, y, 1.0 / 255.0, rows}, 1.0, false);
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+}
+
+// The team step counts correct predictions as logits.argmax(1) does: ties go to the first of the
+// largest logits, and a NaN logit wins.
+TEST(ShardedStep, TeamStepCountsCorrectAsArgmaxDoes) {
+  Model m = mlp_of({});  // the last layer alone: logits = x W^T + b, set by hand below
+  auto x = torch::zeros({5, 12});
+  x[0].narrow(0, 0, 4).copy_(torch::tensor({1.0f, 3.0f, 3.0f, 0.0f}));  // tie: class 1
+  x[1].narrow(0, 0, 4).copy_(torch::tensor({0.0f, 0.0f, 0.0f, 0.0f}));  // all equal: class 0
+  x[2].narrow(0, 0, 4).copy_(torch::tensor({0.0f, 1.0f, 2.0f, 7.0f}));  // class 3
+  x[3].narrow(0, 0, 4).copy_(torch::tensor({5.0f, 1.0f, 2.0f, 5.0f}));  // tie: class 0
+  x[4].narrow(0, 0, 4).copy_(torch::tensor({0.0f, 1.0f, 9.0f, 7.0f}));  // class 2
+  // Weights: the identity on the first 4 inputs, then a NaN in class 1's row (every sample's
+  // logit 1 is NaN: a NaN input would make all four NaN).
+  for (const auto& [nan_class, predicted] :
+       {std::pair<int, std::vector<int64_t>>{-1, {1, 0, 3, 0, 2}}, {1, {1, 1, 1, 1, 1}}}) {
+    {
+      torch::NoGradGuard no_grad;
+      auto params = m.module->parameters();
+      params[0].copy_(torch::eye(4, 12));
+      if (nan_class >= 0) params[0][nan_class][7] = std::nanf("");
+      params[1].zero_();
+    }
+    const auto expected = m.forward(x).argmax(1);
+    ASSERT_TRUE(torch::equal(expected, torch::tensor(predicted, torch::kLong))) << expected;
+    for (int members : {1, 2}) {
+      ShardedStep step(m, members);
+      for (int shift = 0; shift < 4; ++shift) {  // targets agreeing with argmax on some rows
+        const auto y = (torch::arange(5) + shift) % 4;
+        const auto [loss, correct] = step.run({x, y}, 1.0, false);
+        EXPECT_EQ(correct.item<int64_t>(), expected.eq(y).sum().item<int64_t>())
+            << members << " members, shift " << shift << ", NaN in class " << nan_class;
+      }
+    }
+  }
+}
+
 TEST(ShardedStep, TeamStepCarriesANanWeightIntoLossAndGradients) {
   Model m = mlp_of({9, 7});
   {

@@ -58,7 +58,10 @@ TEST(Mnist, StoredBatchIsThePixelsWithTheScaleOfTheFloatBatch) {
   const Batch stored = ds.get_stored(indices);
   const Batch scaled = ds.get(indices, torch::kCPU);
   EXPECT_EQ(stored.inputs.scalar_type(), torch::kUInt8);
-  EXPECT_TRUE(torch::equal(stored.inputs, images.index_select(0, indices)));
+  // The rows are left for the step to gather.
+  EXPECT_TRUE(torch::equal(stored.rows, indices));
+  EXPECT_EQ(stored.size(), 4);
+  EXPECT_TRUE(torch::equal(stored.stored_inputs(), images.index_select(0, indices)));
   EXPECT_TRUE(torch::equal(stored.targets, scaled.targets));
   EXPECT_DOUBLE_EQ(stored.input_scale, 1.0 / 255.0);
   EXPECT_TRUE(torch::equal(stored.float_inputs(), scaled.inputs));  // bit for bit

@@ -57,6 +57,10 @@ class GradientSync {
 
   /// Called after backward on every process, once per optimizer step.
   virtual Outcome synchronize(const NamedTensors& grads) { return Outcome::kApply; }
+  /// True when synchronize() neither reads nor changes the gradients and always answers kApply
+  /// (SingleProcessSync): the Trainer may then apply the optimizer step inside the backward pass,
+  /// each thread on its part as soon as it is done.
+  virtual bool leaves_gradients_alone() const { return false; }
 
   /// What to do at a step boundary, beyond the step itself.
   struct StepControl {
@@ -90,6 +94,12 @@ class GradientSync {
 
  protected:
   StepControl control_;
+};
+
+/// One process, nothing to keep consistent: the default strategy (--distributed none).
+class SingleProcessSync final : public GradientSync {
+ public:
+  bool leaves_gradients_alone() const override { return true; }
 };
 
 }  // namespace dtrain

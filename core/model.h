@@ -10,14 +10,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/data_source.h"
+#include "core/thread_team.h"
 
 namespace torch::nn {
 class Module;
 }
 
 namespace dtrain {
-
-class ThreadTeam;
 
 /// A built network. models/ makes these from a RunConfig; the Trainer only trains them.
 struct Model {
@@ -46,8 +45,12 @@ struct Model {
   /// grad, and returns {loss (unscaled, 0-dim), number of correct predictions (0-dim int64, as
   /// logits.argmax(1) counts them)}. The Trainer prefers it to splitting the batch
   /// (core/sharded_step.h) when there is one.
+  /// `then`, unless empty, is run by each member k once the step has written its block
+  /// (member_rows) of every parameter's grad and every member is done reading the parameters:
+  /// then(k, team.size()) may update that block (the optimizer step, while it is in k's cache).
   std::function<std::pair<torch::Tensor, torch::Tensor>(const Batch& batch, double loss_scale,
-                                                        bool accumulate, ThreadTeam& team)>
+                                                        bool accumulate, ThreadTeam& team,
+                                                        const MemberStep& then)>
       team_step;
 };
 

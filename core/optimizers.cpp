@@ -31,33 +31,31 @@ class Sgd final : public Optimizer {
     return {"momentum_buffer"};
   }
 
-  void step() override {
+  MemberStep begin_member_step() override {
+    for (const auto& p : params_) {
+      if (!plain_cpu_float(p) || (p.grad().defined() && !plain_cpu_float(p.grad()))) return {};
+    }
+    const bool first = start_momentum();
+    std::vector<torch::Tensor>* bufs = momentum_buffers();
+    ++step_;
+    const double lr = settings_.learning_rate, m = settings_.momentum, wd = settings_.weight_decay;
+    return [this, bufs, first, lr, m, wd](int member, int members) {
+      for (size_t i = 0; i < params_.size(); ++i) {
+        const torch::Tensor& g = params_[i].grad();
+        if (!g.defined()) continue;
+        const auto [begin, end] = member_rows(params_[i], member, members);
+        fused_step(params_[i], g, bufs != nullptr ? &(*bufs)[i] : nullptr, first, lr, m, wd, begin,
+                   end);
+      }
+    };
+  }
+
+ protected:
+  void whole_step() override {
     torch::NoGradGuard no_grad;
     const double lr = settings_.learning_rate, m = settings_.momentum, wd = settings_.weight_decay;
-    // The first step starts each buffer as the gradient, as torch does.
-    const bool first = m != 0 && slots_.empty();
-    std::vector<torch::Tensor>* bufs = nullptr;
-    if (m != 0) {
-      bufs = &slots_["momentum_buffer"];
-      if (first) {
-        for (const auto& p : params_) bufs->push_back(torch::zeros_like(p));
-      }
-    }
-    bool fused = true;
-    for (const auto& p : params_) {
-      fused = fused && plain_cpu_float(p) && (!p.grad().defined() || plain_cpu_float(p.grad()));
-    }
-    if (fused) {
-      for_each_range([&](size_t i, int64_t begin, int64_t end) {
-        const torch::Tensor& g = params_[i].grad();
-        if (g.defined()) {
-          fused_step(params_[i], g, bufs != nullptr ? &(*bufs)[i] : nullptr, first, lr, m, wd,
-                     begin, end);
-        }
-      });
-      ++step_;
-      return;
-    }
+    const bool first = start_momentum();
+    std::vector<torch::Tensor>* bufs = momentum_buffers();
     for (size_t i = 0; i < params_.size(); ++i) {
       torch::Tensor& p = params_[i];
       const torch::Tensor g = p.grad();
@@ -78,6 +76,18 @@ class Sgd final : public Optimizer {
   }
 
  private:
+  /// Creates the momentum buffers on the first step (true then: each starts as the gradient, as
+  /// torch's do).
+  bool start_momentum() {
+    if (settings_.momentum == 0 || !slots_.empty()) return false;
+    auto& bufs = slots_["momentum_buffer"];
+    for (const auto& p : params_) bufs.push_back(torch::zeros_like(p));
+    return true;
+  }
+  std::vector<torch::Tensor>* momentum_buffers() {
+    return settings_.momentum == 0 ? nullptr : &slots_["momentum_buffer"];
+  }
+
   /// Elements [begin, end) of one parameter, in one pass.
   static void fused_step(torch::Tensor& p, const torch::Tensor& grad, torch::Tensor* buf,
                          bool first, double lr_d, double m_d, double wd_d, int64_t begin,
@@ -113,9 +123,7 @@ class Adam final : public Optimizer {
 
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
 
-  void step() override {
-    torch::NoGradGuard no_grad;
-    constexpr double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  MemberStep begin_member_step() override {
     if (slots_.empty()) {
       for (const auto& p : params_) {
         slots_["exp_avg"].push_back(torch::zeros_like(p));
@@ -123,29 +131,38 @@ class Adam final : public Optimizer {
       }
     }
     ++step_;
-    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step_));
-    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step_));
-    const double step_size = settings_.learning_rate / bias_correction1;
-    // Element ranges of each parameter (elementwise: the same result however they are split).
-    std::vector<torch::Tensor>& avg = slots_["exp_avg"];
-    std::vector<torch::Tensor>& avg_sq = slots_["exp_avg_sq"];
-    for_each_range([&](size_t i, int64_t begin, int64_t end) {
-      const torch::Tensor& full_grad = params_[i].grad();
-      if (!full_grad.defined()) return;
-      const auto part = [&](const torch::Tensor& t) {
-        return t.view(-1).narrow(0, begin, end - begin);
-      };
-      torch::Tensor p = part(params_[i]);
-      torch::Tensor grad = part(full_grad);
-      if (settings_.weight_decay != 0) grad = grad.add(p, settings_.weight_decay);
-      torch::Tensor exp_avg = part(avg[i]);
-      torch::Tensor exp_avg_sq = part(avg_sq[i]);
-      exp_avg.mul_(beta1).add_(grad, 1 - beta1);
-      exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-      const torch::Tensor denom = (exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps);
-      p.addcdiv_(exp_avg, denom, -step_size);
-    });
+    return [this, step = static_cast<double>(step_), lr = settings_.learning_rate,
+            wd = settings_.weight_decay](int member, int members) {
+      torch::NoGradGuard no_grad;
+      constexpr double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+      const double bias_correction1 = 1 - std::pow(beta1, step);
+      const double bias_correction2 = 1 - std::pow(beta2, step);
+      const double step_size = lr / bias_correction1;
+      const std::vector<torch::Tensor>& avg = slots_.at("exp_avg");
+      const std::vector<torch::Tensor>& avg_sq = slots_.at("exp_avg_sq");
+      // Elementwise: the same result however the elements are split.
+      for (size_t i = 0; i < params_.size(); ++i) {
+        const torch::Tensor& full_grad = params_[i].grad();
+        if (!full_grad.defined()) continue;
+        const auto [begin, end] = member_rows(params_[i], member, members);
+        const auto part = [&](const torch::Tensor& t) {
+          return t.view(-1).narrow(0, begin, end - begin);
+        };
+        torch::Tensor p = part(params_[i]);
+        torch::Tensor grad = part(full_grad);
+        if (wd != 0) grad = grad.add(p, wd);
+        torch::Tensor exp_avg = part(avg[i]);
+        torch::Tensor exp_avg_sq = part(avg_sq[i]);
+        exp_avg.mul_(beta1).add_(grad, 1 - beta1);
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+        const torch::Tensor denom = (exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps);
+        p.addcdiv_(exp_avg, denom, -step_size);
+      }
+    };
   }
+
+ protected:
+  void whole_step() override { begin_member_step()(0, 1); }
 };
 
 using Factory =
@@ -202,19 +219,15 @@ OptimizerSettings OptimizerSettings::from_json(const nlohmann::json& j) {
 Optimizer::Optimizer(OptimizerSettings settings, std::vector<torch::Tensor> params)
     : settings_(std::move(settings)), params_(std::move(params)) {}
 
-void Optimizer::for_each_range(const std::function<void(size_t, int64_t, int64_t)>& fn) {
-  if (team_ == nullptr || team_->size() == 1) {
-    for (size_t i = 0; i < params_.size(); ++i) fn(i, 0, params_[i].numel());
-    return;
+void Optimizer::step() {
+  const MemberStep member_step = begin_member_step();
+  if (!member_step) {
+    whole_step();
+  } else if (team_ == nullptr || team_->size() == 1) {
+    member_step(0, 1);
+  } else {
+    team_->run([&](int k) { member_step(k, team_->size()); });
   }
-  const int members = team_->size();
-  // Whole rows (dim 0) per member: the blocks a Model::team_step member owns.
-  team_->run([&](int k) {
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const auto [begin, end] = member_rows(params_[i], k, members);
-      fn(i, begin, end);
-    }
-  });
 }
 
 void Optimizer::zero_grad() {

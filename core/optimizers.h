@@ -15,6 +15,8 @@
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
+#include "core/thread_team.h"
+
 namespace torch::serialize {
 class InputArchive;
 class OutputArchive;
@@ -23,7 +25,6 @@ class OutputArchive;
 namespace dtrain {
 
 struct RunConfig;
-class ThreadTeam;
 
 /// What an optimizer is built from: the RunConfig fields it reads.
 struct OptimizerSettings {
@@ -62,8 +63,18 @@ class Optimizer {
   void set_team(ThreadTeam* team) { team_ = team; }
   /// The rate the next step() uses (warm-up and scaling change it between epochs).
   void set_learning_rate(double rate) { settings_.learning_rate = rate; }
-  /// One step over every parameter with a gradient.
-  virtual void step() = 0;
+  /// One step over every parameter with a gradient: begin_member_step() run on the team's
+  /// members (or on this thread), or the kind's whole step where it cannot be split.
+  void step();
+  /// The step split by rows, for a caller that runs it on threads of its own (the Trainer, inside
+  /// Model::team_step, each member on the rows whose gradients it has just written). Prepares the
+  /// step here (state, step count) and returns the update of one member's rows (member_rows) of
+  /// every parameter with a gradient. The caller must run it once for each member 0..members-1
+  /// (on any threads, at once) before anything reads the parameters or the state again; the
+  /// result is the same bits as step() whatever `members` is. Null, preparing nothing, where the
+  /// kind cannot split this step (SGD on tensors other than contiguous float32 CPU ones): then
+  /// call step().
+  virtual MemberStep begin_member_step() = 0;
 
   /// Number of steps taken (or restored).
   int64_t steps() const { return step_; }
@@ -86,9 +97,8 @@ class Optimizer {
   Optimizer(OptimizerSettings settings, std::vector<torch::Tensor> params);
 
  protected:
-  /// fn(parameter index, begin, end) over element ranges covering every parameter, the ranges
-  /// spread over the team's members when there is a team.
-  void for_each_range(const std::function<void(size_t, int64_t, int64_t)>& fn);
+  /// The step on this thread, for what begin_member_step() cannot split.
+  virtual void whole_step() = 0;
 
   /// Slot name -> one tensor per parameter (created by the kind's first step).
   std::map<std::string, std::vector<torch::Tensor>> slots_;

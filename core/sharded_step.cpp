@@ -49,15 +49,16 @@ ShardedStep::ShardedStep(const Model& model, int shards)
 }
 
 std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, double loss_scale,
-                                                         bool accumulate) {
+                                                         bool accumulate, const MemberStep& then) {
   const int64_t rows = batch.size();
   const int64_t n = std::min<int64_t>(shards_, rows);
   if (model_.team_step && team_ && rows > 0 && batch.inputs.device().is_cpu()) {
-    return model_.team_step(batch, loss_scale, accumulate, *team_);
+    return model_.team_step(batch, loss_scale, accumulate, *team_, then);
   }
   const torch::Tensor inputs = batch.float_inputs();
   if (n <= 1) {
     auto [loss, logits] = model_.train_step(inputs, batch.targets, loss_scale, accumulate, {});
+    if (then) then(0, 1);
     torch::NoGradGuard no_grad;
     return {loss, logits.argmax(1).eq(batch.targets).sum()};
   }
@@ -87,6 +88,7 @@ std::pair<torch::Tensor, torch::Tensor> ShardedStep::run(const Batch& batch, dou
         into.add_(shard_grads_[s - 1][i].view(-1).narrow(0, begin, end - begin));
       }
     }
+    if (then) then(k, team_->size());  // on the blocks this member has just summed
   });
   torch::NoGradGuard no_grad;
   return {torch::stack(loss_sums).sum() / static_cast<double>(rows), torch::stack(corrects).sum()};

@@ -43,8 +43,11 @@ class ShardedStep {
   /// CPU, get_stored() gives them): writes (adds, if `accumulate`) loss_scale * d(loss)/d(param)
   /// into each parameter's grad. Returns
   /// {mean loss (0-dim), number of correct predictions (0-dim long)}.
+  /// `then`, unless empty, runs once for each member of the team (one on this thread without a
+  /// team) as soon as the gradients are complete, with the parameters free to update:
+  /// then(k, members) on member k's block (member_rows), as Optimizer::begin_member_step() gives.
   std::pair<torch::Tensor, torch::Tensor> run(const Batch& batch, double loss_scale,
-                                              bool accumulate);
+                                              bool accumulate, const MemberStep& then = {});
 
   /// Logits of `inputs` (no autograd graph), the rows split across the shards like run().
   torch::Tensor forward(const torch::Tensor& inputs);

@@ -74,6 +74,10 @@ inline std::pair<int64_t, int64_t> block_of(int64_t n, int k, int parts) {
 /// `members` splits it: how Model::team_step and the optimizer divide parameters.
 std::pair<int64_t, int64_t> member_rows(const torch::Tensor& t, int member, int members);
 
+/// Work on member `member` of `members`' share (member_rows' blocks) of every parameter, run by
+/// that member: an optimizer step split across a team (Optimizer::begin_member_step).
+using MemberStep = std::function<void(int member, int members)>;
+
 /// The threads one process computes with on the CPU (--threads, resolved by the command; 1 until
 /// set). The Trainer splits each batch across that many (core/sharded_step.h); elsewhere OpenBLAS
 /// runs GEMMs on that many. LibTorch's own OpenMP intra-op teams are kept to one thread: their

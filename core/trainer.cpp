@@ -291,10 +291,21 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
       Batch b =
           step_ && device_.is_cpu() ? train.get_stored(batches[i]) : train.get(batches[i], device_);
       torch::Tensor loss, batch_correct;
+      const auto schedule_rate = [&] {
+        const double scheduled = learning_rate_at(global_step, steps_in_epoch);
+        if (scheduled != rate) optimizer_->set_learning_rate(rate = scheduled);
+      };
+      // One process: the optimizer steps inside the last backward pass of a step, each thread on
+      // the rows whose gradients it has just written, while they are in its cache.
+      MemberStep step_within;
+      if (step_ && group_end && sync_->leaves_gradients_alone()) {
+        schedule_rate();
+        step_within = optimizer_->begin_member_step();
+      }
       if (step_) {
         // Hand-written backward: no autograd graph, gradients overwritten at a group's start.
         std::tie(loss, batch_correct) =
-            step_->run(b, 1.0 / static_cast<double>(accumulate), !group_start);
+            step_->run(b, 1.0 / static_cast<double>(accumulate), !group_start, step_within);
       } else {
         if (group_start) optimizer_->zero_grad();
         const torch::Tensor logits = model_.forward(b.inputs);
@@ -329,9 +340,10 @@ std::vector<EpochMetrics> Trainer::fit(const BatchSource& train, const Sampler& 
         const GradientSync::Outcome outcome = sync_->synchronize(grads);
         sync_seconds += std::chrono::duration<double>(Clock::now() - sync_start).count();
         if (outcome == GradientSync::Outcome::kApply) {
-          const double scheduled = learning_rate_at(global_step, steps_in_epoch);
-          if (scheduled != rate) optimizer_->set_learning_rate(rate = scheduled);
-          optimizer_->step();
+          if (!step_within) {
+            schedule_rate();
+            optimizer_->step();
+          }
         } else if (outcome == GradientSync::Outcome::kSkip) {
           ++skipped;
         }

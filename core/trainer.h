@@ -78,7 +78,7 @@ class Trainer {
   RunConfig config_;
   Model model_;
   torch::Device device_;
-  GradientSync default_sync_;
+  SingleProcessSync default_sync_;
   GradientSync* sync_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<ShardedStep> step_;  // set when the model has a hand-written train_step

@@ -75,7 +75,7 @@ std::optional<int> serve_if_parameter_server(const RunConfig& config) {
 
 std::unique_ptr<GradientSync> make_gradient_sync(const RunConfig& config,
                                                  const torch::Device& device) {
-  if (config.distributed == "none") return std::make_unique<GradientSync>();
+  if (config.distributed == "none") return std::make_unique<SingleProcessSync>();
   if (config.distributed == "ps") {
     ps::PsSyncOptions o;
     o.cluster = ps_cluster();

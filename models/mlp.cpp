@@ -203,7 +203,8 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step(
 
 std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(
     const torch::Tensor& stored, const torch::Tensor& rows, double input_scale,
-    const torch::Tensor& targets, double loss_scale, bool accumulate, ThreadTeam& team) {
+    const torch::Tensor& targets, double loss_scale, bool accumulate, ThreadTeam& team,
+    const MemberStep& then) {
   torch::NoGradGuard no_grad;
   const size_t layers = linears_.size();
   const size_t last = layers - 1;
@@ -296,7 +297,7 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(
   double loss = 0.0;
   int64_t correct = 0;
 
-  team.run([&](int k) {
+  const auto member_work = [&](int k) {
     if (own_inputs) {
       float* to = buf.inputs[static_cast<size_t>(k)].data();
       const float s = static_cast<float>(input_scale);
@@ -410,6 +411,16 @@ std::pair<torch::Tensor, torch::Tensor> MlpImpl::train_step_team(
       times_activation_derivative(g, buf.outputs[l - 1].data() + p0 * batch, (p1 - p0) * batch,
                                   act);
     }
+  };
+  team.run([&](int k) {
+    member_work(k);
+    if (!then) return;
+    // Member k has written its rows of every gradient. Every member reads all of the last
+    // layer's weights, the others only its own rows: the backward pass's first barrier (after
+    // layer last - 1's input gradient) ends the shared reads; with fewer than two hidden layers
+    // there is no such barrier.
+    if (last < 2) team.barrier();
+    then(k, members);
   });
   return {torch::scalar_tensor(loss, torch::kFloat32), torch::scalar_tensor(correct, torch::kLong)};
 }

@@ -9,9 +9,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
-namespace dtrain {
-class ThreadTeam;
-}
+#include "core/thread_team.h"
 
 namespace dtrain::models {
 
@@ -50,10 +48,11 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   /// The model's inputs are x * input_scale, or rows `rows` of x when `rows` is defined (1-D
   /// int64, one per target: see Batch::rows); uint8 x (pixels) is converted, and rows gathered,
   /// by each member into a buffer of its own, which no other core writes. Returns {loss,
-  /// number of correct predictions}.
+  /// number of correct predictions}. `then`: as Model::team_step's.
   std::pair<torch::Tensor, torch::Tensor> train_step_team(
       const torch::Tensor& x, const torch::Tensor& rows, double input_scale,
-      const torch::Tensor& targets, double loss_scale, bool accumulate, ThreadTeam& team);
+      const torch::Tensor& targets, double loss_scale, bool accumulate, ThreadTeam& team,
+      const MemberStep& then = {});
   void pretty_print(std::ostream& stream) const override;
 
   MlpOptions options;

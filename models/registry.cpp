@@ -21,9 +21,10 @@ Model make_mlp(const RunConfig& config, const DataShape& shape) {
                        bool accumulate, const std::vector<torch::Tensor>& grads) mutable {
     return mlp->train_step(x, y, scale, accumulate, grads);
   };
-  m.team_step = [mlp](const Batch& batch, double scale, bool accumulate, ThreadTeam& team) mutable {
+  m.team_step = [mlp](const Batch& batch, double scale, bool accumulate, ThreadTeam& team,
+                      const MemberStep& then) mutable {
     return mlp->train_step_team(batch.inputs, batch.rows, batch.input_scale, batch.targets, scale,
-                                accumulate, team);
+                                accumulate, team, then);
   };
   m.spec = config.model_json();
   m.spec["in_features"] = shape.features;

@@ -55,6 +55,31 @@ TEST(Optimizers, SgdMatchesTorchSgdOnBothPaths) {
   }
 }
 
+// SGD splits only contiguous float32 CPU tensors (its one-pass loop); elsewhere
+// begin_member_step() prepares nothing and step() takes torch's ops.
+TEST(Optimizers, SgdSplitsOnlyWhatItsOnePassLoopTakes) {
+  auto d = torch::randn({9, 4}, torch::kDouble).set_requires_grad(true);
+  d.mutable_grad() = torch::randn({9, 4}, torch::kDouble);
+  auto sgd = make_optimizer({"sgd", 0.1, 0.9, 0.0}, {d});
+  EXPECT_FALSE(sgd->begin_member_step());
+  EXPECT_EQ(sgd->steps(), 0);
+  EXPECT_FALSE(sgd->has_state());
+  sgd->step();
+  EXPECT_EQ(sgd->steps(), 1);
+  EXPECT_TRUE(sgd->has_state());
+
+  auto f = torch::randn({9, 4}).set_requires_grad(true);
+  f.mutable_grad() = torch::randn({9, 4});
+  auto split = make_optimizer({"sgd", 0.1, 0.9, 0.0}, {f});
+  const MemberStep member = split->begin_member_step();
+  ASSERT_TRUE(member);
+  EXPECT_EQ(split->steps(), 1);
+  const auto before = f.detach().clone();
+  member(1, 2);  // rows 4..8 only
+  EXPECT_TRUE(torch::equal(f.detach().narrow(0, 0, 4), before.narrow(0, 0, 4)));
+  EXPECT_FALSE(torch::equal(f.detach().narrow(0, 4, 5), before.narrow(0, 4, 5)));
+}
+
 TEST(Optimizers, AdamMatchesTorchAdamBitForBit) {
   for (double wd : {0.0, 1e-2}) {
     torch::manual_seed(9);

@@ -361,5 +361,56 @@ TEST(Optimizers, TeamSplitStepsAreBitIdenticalToOneThread) {
   }
 }
 
+// The Trainer's single-process step: the optimizer's update, run by each member inside the step
+// (Optimizer::begin_member_step as ShardedStep::run's `then`), leaves the same bits as the step
+// run after it. On the MLP's team step at every depth (with fewer than two hidden layers the
+// members wait for each other before updating), on the batch split (also with fewer rows than
+// members), on one thread, and at the end of an accumulated step.
+TEST(ShardedStep, OptimizerStepWithinTheStepEqualsTheStepAfterIt) {
+  for (const std::vector<int64_t>& hidden : {std::vector<int64_t>{}, {2}, {9, 5}, {9, 7, 5}}) {
+    for (const std::string kind : {"sgd", "adam"}) {
+      for (int members : {1, 2, 3}) {
+        for (bool split_layers : {true, false}) {
+          Model after = mlp_of(hidden), within = mlp_of(hidden);
+          if (!split_layers) after.team_step = within.team_step = nullptr;
+          ShardedStep step_after(after, members), step_within(within, members);
+          const OptimizerSettings settings{kind, 0.05, 0.9, 1e-3};
+          auto opt_after = make_optimizer(settings, after.module->parameters());
+          auto opt_within = make_optimizer(settings, within.module->parameters());
+          opt_after->set_team(step_after.team());
+          opt_within->set_team(step_within.team());
+          for (int s = 0; s < 6; ++s) {
+            const int64_t rows = s == 3 ? 1 : 17;
+            const auto x = torch::rand({rows, 12});
+            const auto y = torch::randint(0, 4, {rows}, torch::kLong);
+            const bool two_passes = s % 2 == 1;  // the update follows the second
+            const double scale = two_passes ? 0.5 : 1.0;
+            if (two_passes) {
+              step_after.run({x.flip(0), y.flip(0)}, scale, false);
+              step_within.run({x.flip(0), y.flip(0)}, scale, false);
+            }
+            step_after.run({x, y}, scale, two_passes);
+            opt_after->step();
+            step_within.run({x, y}, scale, two_passes, opt_within->begin_member_step());
+            const std::string where = kind + ", hidden " + std::to_string(hidden.size()) + ", " +
+                                      std::to_string(members) + " members, " +
+                                      (split_layers ? "team step" : "batch split") + ", step " +
+                                      std::to_string(s + 1);
+            const auto a = after.module->parameters(), b = within.module->parameters();
+            for (size_t i = 0; i < a.size(); ++i) {
+              ASSERT_TRUE(torch::equal(a[i], b[i])) << where << ", parameter " << i;
+            }
+            ASSERT_EQ(opt_after->steps(), opt_within->steps()) << where;
+            const FlatOptimizerState sa = opt_after->flatten(), sb = opt_within->flatten();
+            for (const auto& [slot, t] : sa.slots) {
+              ASSERT_TRUE(torch::equal(t, sb.slots.at(slot))) << where << ", " << slot;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dtrain

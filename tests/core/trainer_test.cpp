@@ -113,6 +113,39 @@ TEST(Trainer, SyncThatSkipsStepsLeavesWeightsAlone) {
   EXPECT_TRUE(torch::equal(before, model.module->parameters()[0]));
 }
 
+// One process: the optimizer steps inside the backward pass (SingleProcessSync). A strategy that
+// does not say it leaves gradients alone gets the step after synchronize(): the same bits.
+TEST(Trainer, StepWithinTheBackwardPassIsTheStepAfterIt) {
+  struct StepAfter : GradientSync {
+  } step_after;
+  for (int threads : {1, 2}) {
+    set_compute_threads(threads);
+    for (const std::string optimizer : {"sgd", "adam"}) {
+      std::vector<torch::Tensor> weights;
+      std::vector<double> losses;
+      for (GradientSync* sync : std::vector<GradientSync*>{nullptr, &step_after}) {
+        TempDir dir;
+        RunConfig c = small_config(dir.path(), optimizer);
+        c.epochs = 2;
+        c.checkpoint_every = 0;
+        auto train = testing::quarters_dataset(60, 1);
+        torch::manual_seed(1);
+        Model model = models::build_model(c, {64, 10});
+        Trainer trainer(c, model, torch::kCPU, sync);
+        data::ShuffleSampler sampler({train.size(), 10, 1, 0, 1, true});
+        auto h = trainer.fit(train, sampler, train, data::ShardSampler(60, 10));
+        std::vector<torch::Tensor> parts;
+        for (auto& p : model.module->parameters()) parts.push_back(p.detach().flatten());
+        weights.push_back(torch::cat(parts));
+        losses.push_back(h.back().train_loss);
+      }
+      EXPECT_TRUE(torch::equal(weights[0], weights[1])) << optimizer << ", " << threads;
+      EXPECT_EQ(losses[0], losses[1]) << optimizer << ", " << threads;
+    }
+  }
+  set_compute_threads(1);
+}
+
 // --lr-scaling and --warmup-epochs: the rate of each step is a function of the step; each epoch
 // records the rate of its last step. A sync that claims 4 processes (it syncs nothing).
 TEST(Trainer, LearningRateScalingAndWarmup) {

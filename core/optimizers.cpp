@@ -144,7 +144,9 @@ class Adam final : public Optimizer {
       for (size_t i = 0; i < params_.size(); ++i) {
         const torch::Tensor& full_grad = params_[i].grad();
         if (!full_grad.defined()) continue;
-        const auto [begin, end] = member_rows(params_[i], member, members);
+        // Not a structured binding: C++17 lambdas cannot capture one (clang refuses).
+        const std::pair<int64_t, int64_t> range = member_rows(params_[i], member, members);
+        const int64_t begin = range.first, end = range.second;
         const auto part = [&](const torch::Tensor& t) {
           return t.view(-1).narrow(0, begin, end - begin);
         };
